@@ -1,0 +1,47 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Node-side targets (everything os-agent links) import FoundationEssentials only, so the
+// statically linked binary in the image stays small (no ICU data). Host-side targets may use Foundation.
+let package = Package(
+    name: "hcos",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "hcos", targets: ["hcos"]),
+        .executable(name: "os-agent", targets: ["os-agent"]),
+    ],
+    targets: [
+        // C libraries from Debian, wrapped once each.
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
+        .systemLibrary(name: "CCrypto", path: "Sources/CCrypto"),
+
+        // What Glibc does not export: GNU extensions and ioctl numbers, prefixed hcos_.
+        .target(name: "CShim"),
+        // Shared foundations: errors, logging, subprocesses, durable files, syscalls.
+        .target(name: "HCOSCore", dependencies: ["CShim"]),
+        // GPT / protective MBR / GRUB BIOS boot sectors / block-device ioctls.
+        .target(name: "Disk", dependencies: ["HCOSCore", "CZlib"]),
+        // The GRUB environment block and the A/B slot state kept in it.
+        .target(name: "GrubEnv", dependencies: ["HCOSCore"]),
+        // ELF dynamic-dependency reader (used to keep shared libraries of kept binaries).
+        .target(name: "ELF", dependencies: ["HCOSCore"]),
+        // Deterministic cpio (newc) writer for the initramfs.
+        .target(name: "Archive", dependencies: ["HCOSCore"]),
+        // SHA-256 over libcrypto.
+        .target(name: "Digest", dependencies: ["HCOSCore", "CCrypto"]),
+        // hcos build: Debian packages -> trimmed root -> read-only image -> GPT disk.
+        .target(name: "Builder", dependencies: ["HCOSCore", "Disk", "GrubEnv", "ELF", "Archive", "Digest"]),
+        // qemu runner, serial console and debug-shell client.
+        .target(name: "VM", dependencies: ["HCOSCore", "Disk", "GrubEnv"]),
+        // Code that runs on the node: first-boot PERSIST growth, boot report.
+        .target(name: "Node", dependencies: ["HCOSCore", "Disk"]),
+
+        .executableTarget(name: "hcos", dependencies: ["Builder", "VM", "HCOSCore", "GrubEnv"]),
+        .executableTarget(name: "os-agent", dependencies: ["Node", "HCOSCore"]),
+
+        .testTarget(
+            name: "HCOSTests",
+            dependencies: ["HCOSCore", "Disk", "GrubEnv", "ELF", "Archive", "Digest", "Builder", "VM", "Node"]),
+        .testTarget(name: "SystemTests", dependencies: ["HCOSCore", "Disk", "GrubEnv", "Builder", "VM"]),
+    ]
+)

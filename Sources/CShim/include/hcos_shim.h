@@ -1,0 +1,18 @@
+// What Glibc does not export to Swift (GNU extensions, ioctl request numbers built from
+// macros), under hcos_ names. Nothing else lives here.
+#ifndef HCOS_SHIM_H
+#define HCOS_SHIM_H
+#include <spawn.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+int hcos_pipe2_cloexec(int fds[2]);
+int hcos_spawn_addchdir(posix_spawn_file_actions_t *actions, const char *path);
+
+// Block devices: size in bytes, re-read or resize one partition (BLKPG), flush buffers.
+int hcos_block_size(int fd, uint64_t *bytes);
+int hcos_blkpg_resize_partition(int fd, int partno, int64_t start_bytes, int64_t length_bytes);
+int hcos_block_flush(int fd);
+// ext4 online resize (EXT4_IOC_RESIZE_FS) on any fd of the mounted filesystem.
+int hcos_ext4_resize(int fd, uint64_t new_blocks);
+#endif

@@ -1,0 +1,34 @@
+#define _GNU_SOURCE
+#include "hcos_shim.h"
+#include <fcntl.h>
+#include <linux/blkpg.h>
+#include <linux/fs.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#ifndef EXT4_IOC_RESIZE_FS
+#define EXT4_IOC_RESIZE_FS _IOW('f', 16, uint64_t)
+#endif
+
+int hcos_pipe2_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
+
+int hcos_spawn_addchdir(posix_spawn_file_actions_t *actions, const char *path) {
+    return posix_spawn_file_actions_addchdir_np(actions, path);
+}
+
+int hcos_block_size(int fd, uint64_t *bytes) { return ioctl(fd, BLKGETSIZE64, bytes); }
+
+int hcos_blkpg_resize_partition(int fd, int partno, int64_t start_bytes, int64_t length_bytes) {
+    struct blkpg_partition part;
+    memset(&part, 0, sizeof part);
+    part.pno = partno;
+    part.start = start_bytes;
+    part.length = length_bytes;
+    struct blkpg_ioctl_arg arg = {.op = BLKPG_RESIZE_PARTITION, .flags = 0, .datalen = sizeof part, .data = &part};
+    return ioctl(fd, BLKPG, &arg);
+}
+
+int hcos_block_flush(int fd) { return ioctl(fd, BLKFLSBUF, 0); }
+
+int hcos_ext4_resize(int fd, uint64_t new_blocks) { return ioctl(fd, EXT4_IOC_RESIZE_FS, &new_blocks); }

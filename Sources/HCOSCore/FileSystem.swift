@@ -1,0 +1,120 @@
+import FoundationEssentials
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// An owned file descriptor with the positioned, full-length reads and writes the disk code needs.
+public final class FileDescriptor: @unchecked Sendable {
+    public let fd: Int32
+    public let path: String
+
+    public init(path: String, flags: Int32, mode: mode_t = 0o644) throws {
+        self.path = path
+        self.fd = try Syscall.call("open", path) { open(path, flags | O_CLOEXEC, mode) }
+    }
+
+    deinit { close(fd) }
+
+    public func read(at offset: UInt64, count: Int) throws -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        var done = 0
+        while done < count {
+            let n = try bytes.withUnsafeMutableBytes { buf in
+                try Syscall.call("pread", path) {
+                    pread(fd, buf.baseAddress.map { $0 + done }, count - done, off_t(offset) + off_t(done))
+                }
+            }
+            if n == 0 { break }
+            done += n
+        }
+        return Array(bytes[0..<done])
+    }
+
+    public func write(_ bytes: [UInt8], at offset: UInt64) throws {
+        var done = 0
+        while done < bytes.count {
+            let n = try bytes.withUnsafeBytes { buf in
+                try Syscall.call("pwrite", path) {
+                    pwrite(fd, buf.baseAddress.map { $0 + done }, bytes.count - done, off_t(offset) + off_t(done))
+                }
+            }
+            done += n
+        }
+    }
+
+    public func sync() throws { try Syscall.call("fsync", path) { fsync(fd) } }
+
+    public func size() throws -> UInt64 {
+        var st = stat()
+        try Syscall.call("fstat", path) { fstat(fd, &st) }
+        return UInt64(st.st_size)
+    }
+
+    public func truncate(to size: UInt64) throws {
+        try Syscall.call("ftruncate", path) { ftruncate(fd, off_t(size)) }
+    }
+}
+
+/// Small file helpers. `writeDurably` is the one way to write a file that must survive power
+/// loss: write a temporary file, fsync it, rename it over the target, fsync the directory.
+public enum FileSystem {
+    public static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
+
+    public static func isDirectory(_ path: String) -> Bool {
+        var st = stat()
+        return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+    }
+
+    public static func readBytes(_ path: String) throws -> [UInt8] {
+        let file = try FileDescriptor(path: path, flags: O_RDONLY)
+        return try file.read(at: 0, count: Int(try file.size()))
+    }
+
+    public static func readString(_ path: String) throws -> String {
+        // /proc and /sys files report size 0: read until EOF instead of trusting st_size.
+        let file = try FileDescriptor(path: path, flags: O_RDONLY)
+        var result: [UInt8] = []
+        while true {
+            let chunk = try file.read(at: UInt64(result.count), count: 65536)
+            if chunk.isEmpty { break }
+            result += chunk
+        }
+        return String(decoding: result, as: UTF8.self)
+    }
+
+    public static func writeDurably(_ bytes: [UInt8], to path: String, mode: mode_t = 0o644) throws {
+        let directory = parent(of: path)
+        let temporary = "\(path).tmp.\(getpid())"
+        do {
+            let file = try FileDescriptor(path: temporary, flags: O_WRONLY | O_CREAT | O_TRUNC, mode: mode)
+            try file.write(bytes, at: 0)
+            try file.sync()
+        }
+        try Syscall.call("rename", path) { rename(temporary, path) }
+        try syncDirectory(directory)
+    }
+
+    public static func writeDurably(_ text: String, to path: String, mode: mode_t = 0o644) throws {
+        try writeDurably(Array(text.utf8), to: path, mode: mode)
+    }
+
+    public static func syncDirectory(_ path: String) throws {
+        let dir = try FileDescriptor(path: path, flags: O_RDONLY | O_DIRECTORY)
+        try dir.sync()
+    }
+
+    public static func parent(of path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        return slash == path.startIndex ? "/" : String(path[..<slash])
+    }
+
+    public static func makeDirectories(_ path: String, mode: mode_t = 0o755) throws {
+        if isDirectory(path) { return }
+        let up = parent(of: path)
+        if up != path && !up.isEmpty && up != "." { try makeDirectories(up, mode: mode) }
+        if mkdir(path, mode) != 0 && errno != EEXIST {
+            throw SystemError("mkdir", errno: errno, subject: path)
+        }
+    }
+}
