@@ -53,7 +53,8 @@ public struct Command: Sendable {
     public static func resolve(_ name: String) -> String? {
         if name.contains("/") { return access(name, X_OK) == 0 ? name : nil }
         let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin"
-        for dir in path.split(separator: ":") + ["/usr/sbin", "/sbin"] {
+        let directories = path.split(separator: ":").map(String.init) + ["/usr/sbin", "/sbin"]
+        for dir in directories {
             let candidate = "\(dir)/\(name)"
             if access(candidate, X_OK) == 0 { return candidate }
         }
