@@ -9,6 +9,7 @@ let package = Package(
     products: [
         .executable(name: "hcos", targets: ["hcos"]),
         .executable(name: "os-agent", targets: ["os-agent"]),
+        .executable(name: "hcos-bench", targets: ["hcos-bench"]),
     ],
     targets: [
         // C libraries from Debian, wrapped once each.
@@ -36,7 +37,9 @@ let package = Package(
         // Code that runs on the node: first-boot PERSIST growth, boot report.
         .target(name: "Node", dependencies: ["HCOSCore", "Disk"]),
 
-        .executableTarget(name: "hcos", dependencies: ["Builder", "VM", "HCOSCore", "GrubEnv"]),
+        .executableTarget(name: "hcos", dependencies: ["Builder", "VM", "HCOSCore", "GrubEnv", "Node"]),
+        // make bench: hcos vs a standard Debian cloud-style image, booted the same way.
+        .executableTarget(name: "hcos-bench", dependencies: ["Builder", "VM", "HCOSCore", "Node", "Disk"]),
         .executableTarget(name: "os-agent", dependencies: ["Node", "HCOSCore"]),
 
         .testTarget(
