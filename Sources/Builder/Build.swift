@@ -86,7 +86,8 @@ public struct Build {
         guard FileManager.default.isExecutableFile(atPath: options.agentBinary) else {
             throw HCOSError(
                 .notFound,
-                "os-agent binary not found at \(options.agentBinary) (build it: swift build -c release --static-swift-stdlib)")
+                "os-agent binary not found at \(options.agentBinary) (build it: swift build -c release --static-swift-stdlib)"
+            )
         }
         for (key, path) in [
             ("keep-list", config.keepList), ("modules", config.modules), ("initramfs-modules", config.initramfsModules),
@@ -97,7 +98,8 @@ public struct Build {
         do {
             try FileManager.default.createDirectory(atPath: options.output, withIntermediateDirectories: true)
         } catch {
-            throw HCOSError(.invalidArgument, "cannot create output directory \(options.output): \(error.localizedDescription)")
+            throw HCOSError(
+                .invalidArgument, "cannot create output directory \(options.output): \(error.localizedDescription)")
         }
         guard access(options.output, W_OK) == 0 else {
             throw HCOSError(.invalidArgument, "output directory \(options.output) is not writable")
@@ -129,9 +131,12 @@ public struct Build {
         phase("bootstrap: Debian \(config.suite) packages with mmdebstrap (cached in \(options.cache))")
         // The bootstrapped tree is reused while the package set is the same (--refresh redoes it).
         let stamp = "\(work)/staging.stamp"
-        let key = [config.suite, config.mirror, config.architecture, config.kernelPackage]
+        let key =
+            [config.suite, config.mirror, config.architecture, config.kernelPackage]
             .joined(separator: "|") + "|" + (config.packages + ["busybox-static"]).joined(separator: ",")
-        if !options.refresh, fm.fileExists(atPath: staging), (try? String(contentsOfFile: stamp, encoding: .utf8)) == key {
+        if !options.refresh, fm.fileExists(atPath: staging),
+            (try? String(contentsOfFile: stamp, encoding: .utf8)) == key
+        {
             logger.info("  reusing the bootstrapped tree in \(staging) (same packages; --refresh to redo)")
         } else {
             try? fm.removeItem(atPath: stamp)
@@ -170,7 +175,8 @@ public struct Build {
         guard rootSize <= config.slotSize else {
             throw HCOSError(
                 .noSpace,
-                "the root image (\(ByteSize.format(rootSize))) is larger than slot-size (\(ByteSize.format(config.slotSize)))")
+                "the root image (\(ByteSize.format(rootSize))) is larger than slot-size (\(ByteSize.format(config.slotSize)))"
+            )
         }
 
         phase("kernel and initramfs (\(modules.kernelVersion))")
@@ -261,8 +267,11 @@ public struct Build {
         // 4 KiB blocks even on a small filesystem: it grows online to the whole disk at first boot.
         try Command(
             "mkfs.ext4",
-            ["-q", "-F", "-L", "PERSIST", "-b", "4096", "-U", GUID.derived(from: seed + "-persist").description.lowercased(),
-             "-E", "root_owner=0:0", "-d", skeleton, output, "\(config.persistSize / 1024)k"]
+            [
+                "-q", "-F", "-L", "PERSIST", "-b", "4096", "-U",
+                GUID.derived(from: seed + "-persist").description.lowercased(),
+                "-E", "root_owner=0:0", "-d", skeleton, output, "\(config.persistSize / 1024)k",
+            ]
         ).run()
     }
 

@@ -117,7 +117,9 @@ public struct BuildConfig: Sendable, Equatable {
     }
 
     func validate(source: String) throws {
-        let compressions: [RootFormat: [String]] = [.squashfs: ["zstd", "xz", "gzip", "lz4"], .erofs: ["lz4hc", "lz4"]]
+        let compressions: [RootFormat: [String]] = [
+            .squashfs: ["zstd", "xz", "gzip", "lz4"], .erofs: ["lz4hc", "lz4"],
+        ]
         if let allowed = compressions[rootFormat], !allowed.contains(rootCompression) {
             throw HCOSError(
                 .invalidConfig,

@@ -21,8 +21,10 @@ public struct InitramfsBuilder {
         self.logger = logger
     }
 
-    public func build(modules: KernelModules, moduleNames: [String], rootFormat: String, work: String,
-                      output: String, epoch: Int) throws {
+    public func build(
+        modules: KernelModules, moduleNames: [String], rootFormat: String, work: String,
+        output: String, epoch: Int
+    ) throws {
         let fm = FileManager.default
         let tree = "\(work)/initramfs"
         if fm.fileExists(atPath: tree) { try fm.removeItem(atPath: tree) }

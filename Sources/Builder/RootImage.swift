@@ -29,8 +29,10 @@ public struct RootImageBuilder {
             let level = compression == "lz4hc" ? "lz4hc,12" : compression
             return Command(
                 "mkfs.erofs",
-                ["-z\(level)", "-C65536", "-Eztailpacking", "-T\(epoch)", "-U00000000-0000-0000-0000-000000000000",
-                 "--quiet", output, tree])
+                [
+                    "-z\(level)", "-C65536", "-Eztailpacking", "-T\(epoch)", "-U00000000-0000-0000-0000-000000000000",
+                    "--quiet", output, tree,
+                ])
         }
     }
 

@@ -13,8 +13,10 @@ public struct Command: Sendable {
     public var environment: [String: String]?
     public var workingDirectory: String?
 
-    public init(_ executable: String, _ arguments: [String] = [], environment: [String: String]? = nil,
-                workingDirectory: String? = nil) {
+    public init(
+        _ executable: String, _ arguments: [String] = [], environment: [String: String]? = nil,
+        workingDirectory: String? = nil
+    ) {
         self.executable = executable
         self.arguments = arguments
         self.environment = environment
@@ -118,8 +120,10 @@ public struct Command: Sendable {
         var stdout: [UInt8] = []
         var stderr: [UInt8] = []
         var pending: [UInt8] = []
-        var fds = [pollfd(fd: outPipe[0], events: Int16(POLLIN), revents: 0),
-                   pollfd(fd: errPipe[0], events: Int16(POLLIN), revents: 0)]
+        var fds = [
+            pollfd(fd: outPipe[0], events: Int16(POLLIN), revents: 0),
+            pollfd(fd: errPipe[0], events: Int16(POLLIN), revents: 0),
+        ]
         var open = 2
         var buffer = [UInt8](repeating: 0, count: 65536)
         while open > 0 {

@@ -40,7 +40,11 @@ public struct BootReport: Codable, Sendable {
     public var memory: Memory
     public var mounts: [Mount]
     public var rootReadOnly: Bool
+    /// Usable size of the PERSIST filesystem (statvfs: blocks less ext4 metadata).
     public var persistBytes: UInt64
+    /// Size of the PERSIST partition and of its ext4 filesystem (superblock block count).
+    public var persistPartitionBytes: UInt64
+    public var persistFilesystemBytes: UInt64
     public var processes: Int
     public var runningUnits: Int
     public var failedUnits: [String]
@@ -67,10 +71,21 @@ public struct BootReport: Codable, Sendable {
         let persistBytes =
             statvfs("/persist", &persist) == 0 ? UInt64(persist.f_blocks) * UInt64(persist.f_frsize) : 0
 
+        var partitionBytes: UInt64 = 0
+        var filesystemBytes: UInt64 = 0
+        if let persistMount = MountInfo.at("/persist", in: all), persistMount.source.hasPrefix("/dev/") {
+            let name = String(persistMount.source.dropFirst(5))
+            partitionBytes =
+                (UInt64((try? FileSystem.readString("/sys/class/block/\(name)/size"))?.trimmed() ?? "") ?? 0) * 512
+            if let superblock = try? Ext4Superblock.read(device: persistMount.source) {
+                filesystemBytes = superblock.blockCount * superblock.blockSize
+            }
+        }
         return BootReport(
             version: version, slot: parameter("hcos.slot") ?? "?", trial: parameter("hcos.trial") == "1",
             kernel: Self.kernelRelease(), timings: Self.timings(), memory: try Self.memory(), mounts: mounts,
             rootReadOnly: MountInfo.at("/", in: all)?.readOnly ?? false, persistBytes: persistBytes,
+            persistPartitionBytes: partitionBytes, persistFilesystemBytes: filesystemBytes,
             processes: Self.processCount(), runningUnits: Self.units("--state=running").count,
             failedUnits: Self.units("--state=failed"), containerdActive: Self.isActive("containerd.service"))
     }
@@ -118,7 +133,9 @@ public struct BootReport: Codable, Sendable {
         defer { closedir(dir) }
         var count = 0
         while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            let name = withUnsafeBytes(of: entry.pointee.d_name) {
+                String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
+            }
             if !name.isEmpty && name.allSatisfy(\.isNumber) { count += 1 }
         }
         return count

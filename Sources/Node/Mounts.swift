@@ -29,7 +29,9 @@ public struct MountInfo: Sendable, Codable, Equatable {
         var result: [UInt8] = []
         var bytes = Array(field.utf8)[...]
         while let byte = bytes.popFirst() {
-            if byte == UInt8(ascii: "\\"), bytes.count >= 3, let code = UInt8(String(decoding: bytes.prefix(3), as: UTF8.self), radix: 8) {
+            if byte == UInt8(ascii: "\\"), bytes.count >= 3,
+                let code = UInt8(String(decoding: bytes.prefix(3), as: UTF8.self), radix: 8)
+            {
                 result.append(code)
                 bytes = bytes.dropFirst(3)
             } else {

@@ -64,18 +64,22 @@ public struct PersistGrower {
             let updated = try grown.partition(named: "PERSIST")
             logger.info(
                 "growing the PERSIST partition",
-                [("disk", diskName), ("from", ByteSize.format(persist.sectorCount * 512)),
-                 ("to", ByteSize.format(updated.sectorCount * 512))])
+                [
+                    ("disk", diskName), ("from", ByteSize.format(persist.sectorCount * 512)),
+                    ("to", ByteSize.format(updated.sectorCount * 512)),
+                ])
             try grown.write(to: disk, diskSize: diskSize)
             try disk.sync()
             try BlockDevice.resizePartition(
-                disk, partitionNumber: number, startBytes: updated.firstLBA * 512, lengthBytes: updated.sectorCount * 512)
+                disk, partitionNumber: number, startBytes: updated.firstLBA * 512,
+                lengthBytes: updated.sectorCount * 512)
             current = updated
             partitionGrown = true
         } else if try partitionSectors(partitionPath) < current.sectorCount {
             // The GPT was grown by an earlier, interrupted run; the kernel still has the old size.
             try BlockDevice.resizePartition(
-                disk, partitionNumber: number, startBytes: current.firstLBA * 512, lengthBytes: current.sectorCount * 512)
+                disk, partitionNumber: number, startBytes: current.firstLBA * 512,
+                lengthBytes: current.sectorCount * 512)
             partitionGrown = true
         }
 
@@ -87,7 +91,10 @@ public struct PersistGrower {
         if targetBlocks > superblock.blockCount {
             logger.info(
                 "growing the PERSIST filesystem online",
-                [("from", ByteSize.format(filesystemBytes)), ("to", ByteSize.format(targetBlocks * superblock.blockSize))])
+                [
+                    ("from", ByteSize.format(filesystemBytes)),
+                    ("to", ByteSize.format(targetBlocks * superblock.blockSize)),
+                ])
             let directory = try FileDescriptor(path: mountPoint, flags: O_RDONLY | O_DIRECTORY)
             try Syscall.call("ioctl(EXT4_IOC_RESIZE_FS)", mountPoint) { hcos_ext4_resize(directory.fd, targetBlocks) }
             filesystemBytes = targetBlocks * superblock.blockSize

@@ -1,1 +1,71 @@
-print("bench")
+import Builder
+import Foundation
+import HCOSCore
+import VM
+
+// hcos-bench (`make bench`): builds hcos and a standard Debian cloud-style image with the same
+// kernel, boots both in qemu with the same settings, and prints sizes, boot times and memory
+// side by side with hcos's targets. The pieces: HCOSImage, StandardImage, BootRunner, Results.
+
+let logger = Logger(label: "hcos-bench")
+let environment = ProcessInfo.processInfo.environment
+
+func fail(_ message: String, status: Int32 = 1) -> Never {
+    FileHandle.standardError.write(Data("hcos-bench: error: \(message)\n".utf8))
+    exit(status)
+}
+
+func run(_ options: BenchOptions) async throws {
+    let dataDirectory = try HCOSImage.dataDirectory(environment: environment)
+    let config = try BuildConfig.load(path: options.config ?? "\(dataDirectory)/hcos.conf")
+    let agent = try HCOSImage.agentBinary(environment: environment)
+    let accelerator = try Accelerator.detect()
+    try FileManager.default.createDirectory(atPath: options.output, withIntermediateDirectories: true)
+
+    let hcos = try HCOSImage.ensure(
+        config: config, options: options, dataDirectory: dataDirectory, agent: agent, logger: logger)
+    let standard = try StandardImage(
+        config: config, options: options, agent: agent, overlay: config.resolve(config.overlay), logger: logger
+    ).ensure()
+    guard standard.kernelVersion == hcos.kernelVersion else {
+        throw HCOSError(
+            .invalidConfig,
+            "the images have different kernels (hcos \(hcos.kernelVersion), standard \(standard.kernelVersion)); "
+                + "run with --rebuild")
+    }
+
+    let runner = BootRunner(directory: "\(options.output)/vm", timeout: options.timeout, logger: logger)
+    let disks = [
+        // hcos takes hcos.debug-shell from its GRUB environment; the standard image has it in grub.cfg.
+        ("hcos", try runner.prepareDisk(system: "hcos", image: hcos.diskImage), true),
+        ("standard", try runner.prepareDisk(system: "standard", image: standard.diskImage), false),
+    ]
+    var boots: [BootMeasurement] = []
+    for number in 1...options.boots {
+        for (system, disk, grubenvShell) in disks {
+            boots.append(
+                try await runner.boot(system: system, disk: disk, number: number, shellViaGrubenv: grubenvShell))
+        }
+    }
+    for (_, disk, _) in disks { try? FileManager.default.removeItem(atPath: disk) }
+
+    let formatter = ISO8601DateFormatter()
+    let results = BenchResults(
+        date: formatter.string(from: Date()), accelerator: accelerator.rawValue, hcos: hcos, standard: standard,
+        boots: boots)
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+    try encoder.encode(results).write(to: URL(fileURLWithPath: "\(options.output)/results.json"))
+    let table = ResultsTable(results: results).render()
+    try table.write(toFile: "\(options.output)/results.md", atomically: true, encoding: .utf8)
+    print(table, terminator: "")
+    logger.info("results written to \(options.output)/results.md and \(options.output)/results.json")
+}
+
+do {
+    try await run(try BenchOptions.parse(Array(CommandLine.arguments.dropFirst()), environment: environment))
+} catch let error as HCOSError where error.code == .invalidArgument {
+    fail("\(error)", status: 2)
+} catch {
+    fail("\(error)")
+}

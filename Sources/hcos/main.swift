@@ -9,7 +9,7 @@ import VM
 let usage = """
     usage: hcos build [--config FILE] [--output DIR] [--cache DIR] [--no-qcow2] [--refresh]
            hcos vm IMAGE [--memory MB] [--disk-size SIZE] [--wait-ready] [--serial-log FILE]
-                         [--debug-shell] [--uefi] [--timeout SECONDS] [--keep-disk FILE]
+                         [--debug-shell] [--uefi] [--report]
 
     build   builds the OS image from Debian packages (default config: image/hcos.conf)
             into DIR (default: build/out): hcos-VERSION.img (raw), .qcow2, the root image,
@@ -107,7 +107,11 @@ switch command {
 case "build": build(arguments)
 case "vm":
     do {
-        exit(try await VMCommand.run(arguments, logger: logger))
+        let image = arguments.first { !$0.hasPrefix("-") } ?? ""
+        exit(
+            try await VMCommand.run(arguments, logger: logger) { json in
+                print(ReportPrinter.render(json: json, image: image))
+            })
     } catch {
         fail("\(error)")
     }

@@ -37,7 +37,9 @@ case "grow-persist":
     }
 case "report":
     var marker: String?
-    if arguments.first == "--marker", arguments.count == 2 { marker = arguments[1] } else if !arguments.isEmpty {
+    if arguments.first == "--marker", arguments.count == 2 {
+        marker = arguments[1]
+    } else if !arguments.isEmpty {
         fail(usage, status: 2)
     }
     do {

@@ -1,0 +1,58 @@
+import Builder
+import Foundation
+import HCOSCore
+
+/// The hcos side of the benchmark: the default image, built with `Build` into DIR/hcos unless a
+/// build of the same version is already there.
+enum HCOSImage {
+    static func ensure(
+        config: BuildConfig, options: BenchOptions, dataDirectory: String, agent: String, logger: Logger
+    ) throws -> BuildResult {
+        let directory = "\(options.output)/hcos"
+        let summary = "\(directory)/hcos-\(config.version).build.json"
+        if !options.rebuild, let data = FileManager.default.contents(atPath: summary),
+            let result = try? JSONDecoder().decode(BuildResult.self, from: data),
+            FileManager.default.fileExists(atPath: result.diskImage)
+        {
+            logger.info("hcos: reusing \(result.diskImage) (--rebuild to build it again)")
+            return result
+        }
+        logger.info("hcos: building the image into \(directory)")
+        let buildOptions = Build.Options(
+            output: directory, cache: options.cache, agentBinary: agent, imageDirectory: dataDirectory)
+        return try Build(config: config, options: buildOptions, logger: logger.with([("image", "hcos")])).run()
+    }
+
+    /// Where the product's data (image/) lives: $HCOS_DATA_DIR, ./image, or next to the source
+    /// tree the executable was built from (as `hcos build` finds it).
+    static func dataDirectory(environment: [String: String]) throws -> String {
+        if let dir = environment["HCOS_DATA_DIR"], !dir.isEmpty { return dir }
+        let fm = FileManager.default
+        if fm.fileExists(atPath: "image/grub/grub.cfg") { return fm.currentDirectoryPath + "/image" }
+        var dir = executableDirectory()
+        for _ in 0..<5 {
+            if fm.fileExists(atPath: dir.appendingPathComponent("image/grub/grub.cfg").path) {
+                return dir.appendingPathComponent("image").path
+            }
+            dir.deleteLastPathComponent()
+        }
+        throw HCOSError(
+            .notFound, "cannot find the hcos data directory (image/); run from the source tree or set HCOS_DATA_DIR")
+    }
+
+    /// os-agent from the same build as this executable (`make bench` builds both).
+    static func agentBinary(environment: [String: String]) throws -> String {
+        let path = environment["HCOS_AGENT_BINARY"] ?? executableDirectory().appendingPathComponent("os-agent").path
+        guard FileManager.default.isExecutableFile(atPath: path) else {
+            throw HCOSError(
+                .notFound,
+                "os-agent not found at \(path); build it first: swift build -c release --static-swift-stdlib --product os-agent"
+            )
+        }
+        return path
+    }
+
+    static func executableDirectory() -> URL {
+        URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+    }
+}
