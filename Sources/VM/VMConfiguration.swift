@@ -52,8 +52,9 @@ public struct VMConfiguration: Sendable {
     public var serialLogPath: String?
     /// nil: `HCOS_ACCEL` if set, else KVM when usable, else TCG.
     public var accelerator: Accelerator?
-    /// Asks the image for its root shell on serial1: passes `hcos.debug-shell` as an SMBIOS OEM
-    /// string (type 11), which GRUB (`smbios`) or the initramfs (`/sys/firmware/dmi`) can read.
+    /// Asks the image for its root shell on serial1: `VirtualMachine.start` adds the kernel
+    /// parameter `hcos.debug-shell` to the disk's GRUB environment (`hcos_cmdline`), so pass it
+    /// a copy of an image (`DiskImage.prepareVMDisk`), never the build output itself.
     public var debugShell: Bool = false
     /// Further SMBIOS type 11 OEM strings for the guest.
     public var oemStrings: [String] = []

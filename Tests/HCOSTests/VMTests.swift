@@ -202,13 +202,15 @@ struct QEMUArgumentsTests {
         #expect(value(after: "-qmp", in: args) == ["unix:/tmp/vm1/qmp.sock,server=on,wait=off"])
     }
 
-    @Test("asks for the debug shell through an SMBIOS OEM string and appends extra arguments last")
-    func debugShellAndExtras() {
+    @Test("passes SMBIOS OEM strings through and appends extra arguments last")
+    func oemStringsAndExtras() {
         var config = VMConfiguration(diskPath: "/d.raw")
+        // The debug shell is asked for through the disk's GRUB environment, not qemu's arguments.
         config.debugShell = true
+        config.oemStrings = ["io.example.note=1"]
         config.extraArguments = ["-snapshot"]
         let args = QEMUArguments.make(config, paths: paths, accelerator: .tcg, paused: false)
-        #expect(value(after: "-smbios", in: args) == ["type=11,value=hcos.debug-shell"])
+        #expect(value(after: "-smbios", in: args) == ["type=11,value=io.example.note=1"])
         #expect(!args.contains("-S"))
         #expect(args.last == "-snapshot")
     }
