@@ -164,6 +164,11 @@ struct BootRunner {
             logger.warning("no settled report", [("system", system), ("reason", "\(error)".prefix(300).description)])
             settled = nil
         }
+        if let shell = vm.shell, shell.hasAnswered {
+            // Where systemctl cannot reach systemd (no D-Bus), power off forcibly after a sync
+            // rather than wait for qemu to be ended.
+            try? shell.send("\u{15}sync; systemctl poweroff || systemctl --force --force poweroff\n")
+        }
         let clean = await vm.stop(timeout: Self.shutdownTimeout)
         let elapsed = readyAt - started
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18

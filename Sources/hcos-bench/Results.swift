@@ -184,7 +184,8 @@ struct ResultsTable {
                 + "that second reading and for a clean `systemctl poweroff`: one extra process and unit in each.",
             "Boots alternate hcos, standard, hcos, standard on fresh copies of the images, each started once no "
                 + "other VM runs on the host (waiting up to \(BootRunner.idleWait)); between boots the guest "
-                + "is powered off from the shell (qemu is ended if it is still running after "
+                + "is powered off from the shell (`sync; systemctl poweroff || systemctl --force --force poweroff`; qemu "
+                + "is ended if it is still running after "
                 + "\(BootRunner.shutdownTimeout)).",
         ]
         for measurement in results.boots {

@@ -10,10 +10,12 @@ import Node
 // image). Subcommands:
 //   os-agent grow-persist            grow PERSIST to fill the disk (first boot; idempotent)
 //   os-agent report [--marker WORD]  print the node's boot report as one JSON line
+//   os-agent power-button DEVICE     power off cleanly when the ACPI power button is pressed
 
 let usage = """
     usage: os-agent grow-persist
            os-agent report [--marker WORD]
+           os-agent power-button DEVICE
     """
 
 let logger = Logger(label: "os-agent")
@@ -47,6 +49,13 @@ case "report":
         print(marker.map { "\($0) \(json)" } ?? json)
     } catch {
         fail("cannot collect the report: \(error)")
+    }
+case "power-button":
+    guard arguments.count == 1 else { fail(usage, status: 2) }
+    do {
+        try PowerButton(device: arguments[0], logger: logger).run()
+    } catch {
+        fail("power button: \(error)")
     }
 case "-h", "--help", "help":
     print(usage)

@@ -55,11 +55,11 @@ enum SystemSupport {
         return line.split(separator: " ").first { $0.hasPrefix("slot=") }.map { String($0.dropFirst(5)) } ?? "?"
     }
 
-    /// Shuts the VM down: cleanly through the debug shell when it answered, otherwise (the image
-    /// has no ACPI power-button handler) by quitting qemu after a short grace period. The test's
-    /// disk copy is thrown away either way.
-    static func shutDown(_ vm: VirtualMachine) async {
-        _ = await vm.stop(timeout: vm.shell?.hasAnswered == true ? .seconds(90) : .seconds(3))
+    /// Shuts the VM down cleanly (through the debug shell when it answered, else with the ACPI
+    /// power button, which os-agent handles); returns whether the guest powered itself off.
+    @discardableResult
+    static func shutDown(_ vm: VirtualMachine) async -> Bool {
+        await vm.stop(timeout: .seconds(120))
     }
 
     static func shell(_ vm: VirtualMachine) async throws -> DebugShell {
