@@ -5,13 +5,14 @@ import HCOSCore
 struct BenchOptions {
     static let usage = """
         usage: hcos-bench [--output DIR] [--config FILE] [--cache DIR] [--boots 1|2] [--timeout SECONDS]
-                          [--rebuild]
+                          [--rebuild] [--table-only]
           --output DIR       where the images, console logs and results go (default: build/bench)
           --config FILE      hcos build configuration (default: image/hcos.conf)
           --cache DIR        apt download cache shared with hcos build (default: $HCOS_CACHE or ~/.cache/hcos)
           --boots N          boots per image: 1 (first boot) or 2 (first and second boot; default)
           --timeout SECONDS  longest wait for one boot's HCOS-READY line (default 900)
           --rebuild          build both images again even when build/bench holds them
+          --table-only       print the table of the last run again (from DIR/results.json)
         Builds hcos and a standard Debian cloud-style image with the same kernel, boots both in
         qemu with the same settings, and prints the comparison (also written to DIR/results.md).
         """
@@ -22,6 +23,7 @@ struct BenchOptions {
     var boots = 2
     var timeout = Duration.seconds(900)
     var rebuild = false
+    var tableOnly = false
 
     init(cache: String) {
         self.cache = cache
@@ -54,6 +56,7 @@ struct BenchOptions {
                 }
                 options.timeout = .seconds(seconds)
             case "--rebuild": options.rebuild = true
+            case "--table-only": options.tableOnly = true
             case "-h", "--help": throw HCOSError(.invalidArgument, usage)
             default: throw HCOSError(.invalidArgument, "unexpected argument '\(argument)'\n\(usage)")
             }

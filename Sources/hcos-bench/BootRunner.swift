@@ -31,16 +31,51 @@ struct BootMeasurement: Codable {
     /// The guest powered itself off (else qemu was ended).
     var cleanShutdown: Bool
     var consoleLog: String
-    /// Share of the boot (sampled each second) during which another qemu ran on this host and
-    /// competed for its CPUs; 0 for an undisturbed measurement.
+    /// Share of the boot (sampled each second) during which another qemu ran on this host.
     var contention: Double
+    /// CPU used on the host by anything but this VM during the boot, in cores (average).
+    var otherCores: Double
+    /// Earlier attempts of this boot thrown away because the host was busy.
+    var retries: Int = 0
+
+    /// Other load on the host was large enough to slow this boot down noticeably.
+    var disturbed: Bool { contention > 0.1 || otherCores > 0.5 }
 }
 
-/// Watches the host for other qemu processes (another VM competes for the same cores and slows a
-/// TCG guest down).
+extension UInt64 {
+    fileprivate func subtractingClamped(_ other: UInt64) -> UInt64 { self > other ? self - other : 0 }
+}
+
+/// Watches the host for other load while a VM boots: other qemu processes (another VM competes
+/// for the same cores and slows a TCG guest down) and CPU time used by anything but our qemu.
 final class ContentionSampler: Sendable {
-    private let counts = Mutex((samples: 0, busy: 0))
+    private struct State {
+        var samples = 0
+        var busy = 0
+        var first: (host: CPUTimes, vm: UInt64)?
+        var last: (host: CPUTimes, vm: UInt64)?
+    }
+
+    /// Jiffies from the first line of /proc/stat (all CPUs together).
+    struct CPUTimes {
+        var busy: UInt64
+        var total: UInt64
+
+        static func read() -> CPUTimes? {
+            guard let text = try? String(contentsOfFile: "/proc/stat", encoding: .utf8),
+                let line = text.split(separator: "\n").first, line.hasPrefix("cpu ")
+            else { return nil }
+            // user nice system idle iowait irq softirq steal (guest time is already in user)
+            let fields = line.split(separator: " ").dropFirst().prefix(8).compactMap { UInt64($0) }
+            guard fields.count == 8 else { return nil }
+            let total = fields.reduce(0, +)
+            return CPUTimes(busy: total - fields[3] - fields[4], total: total)
+        }
+    }
+
+    private let state = Mutex(State())
     private let ownProcess: Int32
+    private let cpuCount = Double(max(1, ProcessInfo.processInfo.activeProcessorCount))
 
     init(ownProcess: Int32) {
         self.ownProcess = ownProcess
@@ -48,14 +83,40 @@ final class ContentionSampler: Sendable {
 
     func sample() {
         let busy = !Self.otherVMs(excluding: ownProcess).isEmpty
-        counts.withLock { counts in
-            counts.samples += 1
-            if busy { counts.busy += 1 }
+        let now = CPUTimes.read().map { (host: $0, vm: Self.processJiffies(ownProcess)) }
+        state.withLock { state in
+            state.samples += 1
+            if busy { state.busy += 1 }
+            if state.first == nil { state.first = now }
+            if now != nil { state.last = now }
         }
     }
 
-    var busyFraction: Double {
-        counts.withLock { $0.samples == 0 ? 0 : Double($0.busy) / Double($0.samples) }
+    /// Share of the samples during which another qemu ran.
+    var otherVMFraction: Double {
+        state.withLock { $0.samples == 0 ? 0 : Double($0.busy) / Double($0.samples) }
+    }
+
+    /// CPU used by everything but our qemu, in cores (averaged over the boot).
+    var otherCores: Double {
+        state.withLock { state in
+            guard let first = state.first, let last = state.last, last.host.total > first.host.total else { return 0 }
+            let elapsedPerCPU = Double(last.host.total - first.host.total) / cpuCount
+            let others =
+                Double(last.host.busy - first.host.busy) - Double(last.vm.subtractingClamped(first.vm))
+            return max(0, others / elapsedPerCPU)
+        }
+    }
+
+    /// utime + stime of a process (all its threads), in jiffies.
+    static func processJiffies(_ pid: Int32) -> UInt64 {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let close = stat.lastIndex(of: ")")
+        else { return 0 }
+        // After "(comm)": state is field 3; utime and stime are fields 14 and 15 (proc(5)).
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        guard fields.count > 12, let user = UInt64(fields[11]), let system = UInt64(fields[12]) else { return 0 }
+        return user + system
     }
 
     /// Live qemu-system processes other than `excluding` (by /proc/PID/stat: name, not a zombie).
@@ -152,7 +213,9 @@ struct BootRunner {
             await vm.stop(timeout: .seconds(10))
             throw error
         }
-        let contention = sampler.busyFraction
+        sampler.sample()
+        let contention = sampler.otherVMFraction
+        let otherCores = sampler.otherCores
         let settled: ReadyReport?
         do {
             try await Task.sleep(until: readyAt + Self.settleTime)
@@ -177,11 +240,12 @@ struct BootRunner {
             [
                 ("system", system), ("boot", String(number)), ("host_s", String(format: "%.1f", seconds)),
                 ("containerd_s", report.timings.containerdReady.map { String(format: "%.1f", $0) } ?? "-"),
-                ("clean_shutdown", String(clean)), ("contention", String(format: "%.0f%%", contention * 100)),
+                ("clean_shutdown", String(clean)), ("other_vm", String(format: "%.0f%%", contention * 100)),
+                ("other_cpu", String(format: "%.2f", otherCores)),
             ])
         return BootMeasurement(
             system: system, boot: number, report: report, settled: settled, hostSecondsToReady: seconds,
-            cleanShutdown: clean, consoleLog: log, contention: contention)
+            cleanShutdown: clean, consoleLog: log, contention: contention, otherCores: otherCores)
     }
 
     /// The JSON object on the marker line (console noise may follow it on the same line).

@@ -83,75 +83,106 @@ struct ResultsTable {
         sizeRow("initramfs", hcos.initramfsSize, standard.initramfsSize)
         lines.append("")
 
-        lines.append("## Boot (one row per boot; boot 1 is the image's first boot)")
-        lines.append("")
-        lines.append(Self.row(["metric", "boot", "hcos", "standard", "hcos/standard", "target (hcos)", "result"]))
-        lines.append(Self.row(Array(repeating: "---", count: 7)))
-        let boots = Set(results.boots.map(\.boot)).sorted()
-        for boot in boots {
-            guard let h = results.measurement("hcos", boot: boot), let s = results.measurement("standard", boot: boot)
-            else { continue }
-            let label = boot == 1 ? "1 (first)" : "\(boot)"
-            func timeRow(_ name: String, _ a: Double?, _ b: Double?, target: Target? = nil) {
-                let ratio = Self.ratio(a, b)
-                lines.append(
-                    Self.row([
-                        name, label, Self.seconds(a), Self.seconds(b), Self.percent(ratio), target?.text ?? "",
-                        target?.verdict(ratio) ?? "",
-                    ]))
-            }
-            timeRow(
-                "systemd ready (multi-user.target active), since kernel start", h.report.timings.systemdReady,
-                s.report.timings.systemdReady)
-            timeRow(
-                "containerd ready (containerd.service active), since kernel start",
-                h.report.timings.containerdReady, s.report.timings.containerdReady, target: .containerdRatio)
-            timeRow(
-                "HCOS-READY line, host wall clock from qemu start (incl. firmware, GRUB)", h.hostSecondsToReady,
-                s.hostSecondsToReady)
-            let settle = "\(BootRunner.settleTime.components.seconds) s after HCOS-READY"
-            let moments: [(String, ReadyReport?, ReadyReport?)] = [
-                ("at HCOS-READY", h.report, s.report), (settle, h.settled, s.settled),
-            ]
-            for (moment, hr, sr) in moments {
-                func memoryRow(_ name: String, _ a: UInt64?, _ b: UInt64?, target: Target, absolute: Bool = false) {
-                    let ratio = Self.ratio(a.map(Double.init), b.map(Double.init))
-                    let verdict = absolute ? target.verdict(a.map { Double($0) * 1024 }) : target.verdict(ratio)
-                    lines.append(
-                        Self.row([
-                            "\(name), \(moment)", label, a.map { Self.mib(kib: $0) } ?? "–",
-                            b.map { Self.mib(kib: $0) } ?? "–", absolute ? "" : Self.percent(ratio), target.text,
-                            verdict,
-                        ]))
-                }
-                memoryRow(
-                    "memory in use (MemTotal − MemAvailable)", hr?.memory.usedKiB, sr?.memory.usedKiB,
-                    target: .memoryRatio)
-                memoryRow(
-                    "memory in use without page cache", hr?.memory.usedWithoutCacheKiB,
-                    sr?.memory.usedWithoutCacheKiB, target: .memoryRatio)
-                memoryRow(
-                    "memory in use without page cache (hcos absolute)", hr?.memory.usedWithoutCacheKiB,
-                    sr?.memory.usedWithoutCacheKiB, target: .memoryAbsolute, absolute: true)
-            }
-            for (moment, hr, sr) in moments {
-                func countRow(_ name: String, _ a: Int?, _ b: Int?) {
-                    lines.append(
-                        Self.row([
-                            "\(name), \(moment)", label, a.map(String.init) ?? "–", b.map(String.init) ?? "–",
-                            Self.percent(Self.ratio(a.map(Double.init), b.map(Double.init))), "", "",
-                        ]))
-                }
-                countRow("processes (incl. kernel threads)", hr?.processes, sr?.processes)
-                countRow("running units", hr?.runningUnits, sr?.runningUnits)
-                countRow("failed units", hr?.failedUnits.count, sr?.failedUnits.count)
-            }
-        }
+        lines.append(contentsOf: bootTable())
         lines.append("")
         lines.append("## How it was measured")
         lines.append("")
         lines.append(contentsOf: notes().map { "- " + $0 })
         return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// One metric of the boot table: how to read it from a boot, how to show it, its target.
+    struct BootRow {
+        var name: String
+        var value: (BootMeasurement) -> Double?
+        var format: (Double) -> String
+        var target: Target?
+        /// The target bounds hcos's own value (scaled by `targetScale`), not the ratio.
+        var absolute = false
+        var targetScale = 1.0
+    }
+
+    static func bootRows() -> [BootRow] {
+        let settle = "\(BootRunner.settleTime.components.seconds) s after HCOS-READY"
+        let mib: (Double) -> String = { String(format: "%.1f MiB", $0 / 1024) }
+        let count: (Double) -> String = { String(Int($0)) }
+        var rows = [
+            BootRow(
+                name: "systemd ready (multi-user.target active), s since kernel start",
+                value: { $0.report.timings.systemdReady }, format: { seconds($0) }),
+            BootRow(
+                name: "containerd ready (containerd.service active), s since kernel start",
+                value: { $0.report.timings.containerdReady }, format: { seconds($0) }, target: .containerdRatio),
+            BootRow(
+                name: "HCOS-READY line, host wall clock from qemu start (incl. firmware, GRUB)",
+                value: { $0.hostSecondsToReady }, format: { seconds($0) }),
+        ]
+        let moments: [(String, (BootMeasurement) -> ReadyReport?)] = [
+            ("at HCOS-READY", { $0.report }), (settle, { $0.settled }),
+        ]
+        for (moment, report) in moments {
+            rows += [
+                BootRow(
+                    name: "memory in use (MemTotal − MemAvailable), \(moment)",
+                    value: { report($0).map { Double($0.memory.usedKiB) } }, format: mib, target: .memoryRatio),
+                BootRow(
+                    name: "memory in use without page cache, \(moment)",
+                    value: { report($0).map { Double($0.memory.usedWithoutCacheKiB) } }, format: mib,
+                    target: .memoryRatio),
+                BootRow(
+                    name: "memory in use without page cache, \(moment): hcos absolute",
+                    value: { report($0).map { Double($0.memory.usedWithoutCacheKiB) } }, format: mib,
+                    target: .memoryAbsolute, absolute: true, targetScale: 1024),
+            ]
+        }
+        for (moment, report) in moments {
+            rows += [
+                BootRow(
+                    name: "processes (incl. kernel threads), \(moment)",
+                    value: { report($0).map { Double($0.processes) } }, format: count),
+                BootRow(
+                    name: "running units, \(moment)", value: { report($0).map { Double($0.runningUnits) } },
+                    format: count),
+                BootRow(
+                    name: "failed units, \(moment)", value: { report($0).map { Double($0.failedUnits.count) } },
+                    format: count),
+            ]
+        }
+        return rows
+    }
+
+    /// Metrics down, boots across: hcos, standard and their ratio for each boot.
+    func bootTable() -> [String] {
+        let pairs = Set(results.boots.map(\.boot)).sorted().compactMap {
+            boot -> (Int, BootMeasurement, BootMeasurement)? in
+            guard let h = results.measurement("hcos", boot: boot), let s = results.measurement("standard", boot: boot)
+            else { return nil }
+            return (boot, h, s)
+        }
+        let name: (Int) -> String = { $0 == 1 ? "boot 1 (first)" : "boot \($0)" }
+        var header = ["metric"]
+        for (boot, _, _) in pairs {
+            header += ["hcos, \(name(boot))", "standard, \(name(boot))", "hcos/standard, \(name(boot))"]
+        }
+        header += ["target (hcos)", "result"]
+        var lines = ["## Boot", "", Self.row(header), Self.row(Array(repeating: "---", count: header.count))]
+        for row in Self.bootRows() {
+            var cells = [row.name]
+            var verdicts: [String] = []
+            for (boot, h, s) in pairs {
+                let a = row.value(h)
+                let b = row.value(s)
+                let ratio = Self.ratio(a, b)
+                cells += [a.map(row.format) ?? "–", b.map(row.format) ?? "–", row.absolute ? "" : Self.percent(ratio)]
+                if let target = row.target {
+                    let verdict = row.absolute ? target.verdict(a.map { $0 * row.targetScale }) : target.verdict(ratio)
+                    verdicts.append(pairs.count > 1 ? "boot \(boot): \(verdict)" : verdict)
+                }
+            }
+            cells += [row.target?.text ?? "", verdicts.joined(separator: ", ")]
+            lines.append(Self.row(cells))
+        }
+        return lines
     }
 
     func notes() -> [String] {

@@ -15,7 +15,21 @@ func fail(_ message: String, status: Int32 = 1) -> Never {
     exit(status)
 }
 
+func printTable(_ results: BenchResults, output: String) throws {
+    let table = ResultsTable(results: results).render()
+    try table.write(toFile: "\(output)/results.md", atomically: true, encoding: .utf8)
+    print(table, terminator: "")
+}
+
 func run(_ options: BenchOptions) async throws {
+    if options.tableOnly {
+        let path = "\(options.output)/results.json"
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw HCOSError(.notFound, "no results at \(path): run hcos-bench without --table-only first")
+        }
+        try printTable(try JSONDecoder().decode(BenchResults.self, from: data), output: options.output)
+        return
+    }
     let dataDirectory = try HCOSImage.dataDirectory(environment: environment)
     let config = try BuildConfig.load(path: options.config ?? "\(dataDirectory)/hcos.conf")
     let agent = try HCOSImage.agentBinary(environment: environment)
@@ -56,9 +70,7 @@ func run(_ options: BenchOptions) async throws {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
     try encoder.encode(results).write(to: URL(fileURLWithPath: "\(options.output)/results.json"))
-    let table = ResultsTable(results: results).render()
-    try table.write(toFile: "\(options.output)/results.md", atomically: true, encoding: .utf8)
-    print(table, terminator: "")
+    try printTable(results, output: options.output)
     logger.info("results written to \(options.output)/results.md and \(options.output)/results.json")
 }
 

@@ -85,4 +85,22 @@ struct BootTests {
         }
         await SystemSupport.shutDown(vm)
     }
+
+    @Test("the same disk image boots with UEFI firmware (OVMF) as with BIOS")
+    func bootsWithUEFI() async throws {
+        let directory = try SystemSupport.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let vm = try await SystemSupport.boot(
+            disk: try SystemSupport.disk(in: directory), directory: directory, debugShell: false, uefi: true)
+        do {
+            let report = try await SystemSupport.ready(vm)
+            #expect(report.slot == "A")
+            #expect(report.containerdActive)
+            #expect(report.rootReadOnly)
+        } catch {
+            await SystemSupport.shutDown(vm)
+            throw error
+        }
+        await SystemSupport.shutDown(vm)
+    }
 }

@@ -34,10 +34,11 @@ enum SystemSupport {
     }
 
     static func boot(
-        disk: String, directory: String, debugShell: Bool = true, extraArguments: [String] = []
+        disk: String, directory: String, debugShell: Bool = true, uefi: Bool = false, extraArguments: [String] = []
     ) async throws -> VirtualMachine {
         var config = VMConfiguration(diskPath: disk)
         config.debugShell = debugShell
+        config.uefi = uefi
         config.serialLogPath = "\(directory)/console.log"
         config.extraArguments = extraArguments
         return try await VirtualMachine.start(config)
