@@ -24,6 +24,7 @@ struct BenchOptions {
     var timeout = Duration.seconds(900)
     var rebuild = false
     var tableOnly = false
+    var help = false
 
     init(cache: String) {
         self.cache = cache
@@ -57,7 +58,7 @@ struct BenchOptions {
                 options.timeout = .seconds(seconds)
             case "--rebuild": options.rebuild = true
             case "--table-only": options.tableOnly = true
-            case "-h", "--help": throw HCOSError(.invalidArgument, usage)
+            case "-h", "--help": options.help = true
             default: throw HCOSError(.invalidArgument, "unexpected argument '\(argument)'\n\(usage)")
             }
         }

@@ -103,7 +103,8 @@ final class ContentionSampler: Sendable {
             guard let first = state.first, let last = state.last, last.host.total > first.host.total else { return 0 }
             let elapsedPerCPU = Double(last.host.total - first.host.total) / cpuCount
             let others =
-                Double(last.host.busy - first.host.busy) - Double(last.vm.subtractingClamped(first.vm))
+                Double(last.host.busy.subtractingClamped(first.host.busy))
+                - Double(last.vm.subtractingClamped(first.vm))
             return max(0, others / elapsedPerCPU)
         }
     }
@@ -141,15 +142,17 @@ struct BootRunner {
     /// The guest gets this long to power off (`systemctl poweroff` from the shell, else the ACPI
     /// button) before qemu is ended.
     static let shutdownTimeout = Duration.seconds(60)
+    /// A boot disturbed by other load on the host is measured again at most this often.
+    static let maximumRetries = 2
     /// The same fixed wait after HCOS-READY for both systems before the settled report.
     static let settleTime = Duration.seconds(30)
+
+    /// The longest wait for other VMs on this host to end before a boot.
+    static let idleWait = Duration.seconds(600)
 
     let directory: String
     let timeout: Duration
     let logger: Logger
-
-    /// The longest wait for other VMs on this host to end before a boot.
-    static let idleWait = Duration.seconds(600)
 
     /// Waits (up to `idleWait`) until no other qemu runs, so that boots are timed on a quiet host.
     func waitForIdleHost() async {
@@ -236,7 +239,7 @@ struct BootRunner {
         let elapsed = readyAt - started
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         logger.info(
-            "ready",
+            "measured",
             [
                 ("system", system), ("boot", String(number)), ("host_s", String(format: "%.1f", seconds)),
                 ("containerd_s", report.timings.containerdReady.map { String(format: "%.1f", $0) } ?? "-"),

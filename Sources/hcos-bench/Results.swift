@@ -108,10 +108,10 @@ struct ResultsTable {
         let count: (Double) -> String = { String(Int($0)) }
         var rows = [
             BootRow(
-                name: "systemd ready (multi-user.target active), s since kernel start",
+                name: "systemd ready (multi-user.target active), since kernel start",
                 value: { $0.report.timings.systemdReady }, format: { seconds($0) }),
             BootRow(
-                name: "containerd ready (containerd.service active), s since kernel start",
+                name: "containerd ready (containerd.service active), since kernel start",
                 value: { $0.report.timings.containerdReady }, format: { seconds($0) }, target: .containerdRatio),
             BootRow(
                 name: "HCOS-READY line, host wall clock from qemu start (incl. firmware, GRUB)",
@@ -214,7 +214,9 @@ struct ResultsTable {
             "Both images run hcos's debug-shell unit (a root `sh` on ttyS1, kernel argument hcos.debug-shell) for "
                 + "that second reading and for a clean `systemctl poweroff`: one extra process and unit in each.",
             "Boots alternate hcos, standard, hcos, standard on fresh copies of the images, each started once no "
-                + "other VM runs on the host (waiting up to \(BootRunner.idleWait)); between boots the guest "
+                + "other VM runs on the host (waiting up to \(BootRunner.idleWait)); a boot during which another VM "
+                + "ran for over 10 % of the time or other processes used over half a core is measured again (at most "
+                + "\(BootRunner.maximumRetries) times); between boots the guest "
                 + "is powered off from the shell (`sync; systemctl poweroff || systemctl --force --force poweroff`; qemu "
                 + "is ended if it is still running after "
                 + "\(BootRunner.shutdownTimeout)).",
@@ -225,11 +227,18 @@ struct ResultsTable {
                     "\(measurement.system) boot \(measurement.boot) did not power off "
                         + "within \(BootRunner.shutdownTimeout) and was ended with QMP quit.")
             }
-            if measurement.contention > 0 {
-                let share = String(format: "%.0f %%", measurement.contention * 100)
+            if measurement.contention > 0 || measurement.otherCores >= 0.2 {
+                let vm = String(format: "%.0f %%", measurement.contention * 100)
+                let cores = String(format: "%.2f", measurement.otherCores)
                 notes.append(
-                    "\(measurement.system) boot \(measurement.boot) shared the host with another VM for \(share) of "
-                        + "the boot: its times are inflated.")
+                    "\(measurement.system) boot \(measurement.boot): another VM ran for \(vm) of the boot and other "
+                        + "processes used \(cores) cores on average\(measurement.disturbed ? " (its times are inflated)" : "")."
+                )
+            }
+            if measurement.retries > 0 {
+                notes.append(
+                    "\(measurement.system) boot \(measurement.boot) was measured again \(measurement.retries) time(s) "
+                        + "because other load on the host disturbed the earlier attempt(s).")
             }
             if !measurement.report.failedUnits.isEmpty {
                 notes.append(

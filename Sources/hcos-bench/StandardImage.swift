@@ -5,6 +5,8 @@ import HCOSCore
 
 /// What the standard image build produced (DIR/standard/standard.json).
 struct StandardBuildResult: Codable {
+    /// `StandardImage.recipe` of the build; a cached image of another recipe is built again.
+    var recipe: Int
     var variant: String
     var packages: [String]
     var installedPackages: Int
@@ -30,6 +32,8 @@ struct StandardBuildResult: Codable {
 /// initramfs (initramfs-tools builds /boot/initrd.img-* during the install), on one read-write
 /// ext4 root; GRUB on a FAT ESP boots /vmlinuz and /initrd.img from that root.
 struct StandardImage {
+    /// Raised whenever what goes into the image changes, so a cached image is not reused.
+    static let recipe = 2
     static let variant = "debootstrap"
     static let packages = [
         "systemd", "systemd-sysv", "udev", "openssh-server", "cloud-init", "apt", "containerd", "runc", "kmod",
@@ -64,7 +68,7 @@ struct StandardImage {
     func ensure() throws -> StandardBuildResult {
         if !options.rebuild, let data = FileManager.default.contents(atPath: summaryPath),
             let result = try? JSONDecoder().decode(StandardBuildResult.self, from: data),
-            FileManager.default.fileExists(atPath: result.diskImage)
+            result.recipe == Self.recipe, FileManager.default.fileExists(atPath: result.diskImage)
         {
             logger.info("standard: reusing \(result.diskImage) (--rebuild to build it again)")
             return result
@@ -145,7 +149,7 @@ struct StandardImage {
         try fm.removeItem(atPath: rootImage)
 
         let result = StandardBuildResult(
-            variant: Self.variant, packages: Self.packages, installedPackages: installed,
+            recipe: Self.recipe, variant: Self.variant, packages: Self.packages, installedPackages: installed,
             kernelVersion: kernelVersion, initramfsSize: Build.fileSize(initramfs), commandLine: commandLine,
             rootTreeSize: treeSize, rootImageAllocated: rootAllocated, rootCompressed: compressed,
             rootCompressedSize: Build.fileSize(compressed), diskImage: image, diskSize: config.diskSize,
