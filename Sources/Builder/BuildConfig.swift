@@ -23,7 +23,8 @@ public struct BuildConfig: Sendable, Equatable {
     public var espSize: UInt64 = 128 << 20
     public var slotSize: UInt64 = 1024 << 20
     public var persistSize: UInt64 = 256 << 20
-    public var cmdline = "console=ttyS0,115200 quiet loglevel=3 panic=5"
+    public var cmdline =
+        "console=ttyS0,115200 quiet loglevel=3 panic=5 systemd.show_status=false transparent_hugepage=madvise"
     /// Directory the relative paths above are resolved against (the config file's directory).
     public var baseDirectory = "."
 
