@@ -45,6 +45,7 @@ let package = Package(
         .testTarget(
             name: "HCOSTests",
             dependencies: ["HCOSCore", "Disk", "GrubEnv", "ELF", "Archive", "Digest", "Builder", "VM", "Node"]),
-        .testTarget(name: "SystemTests", dependencies: ["HCOSCore", "Disk", "GrubEnv", "Builder", "VM", "Digest"]),
+        .testTarget(
+            name: "SystemTests", dependencies: ["HCOSCore", "Disk", "GrubEnv", "Builder", "VM", "Digest", "Node"]),
     ]
 )

@@ -154,7 +154,7 @@ public struct CPIOWriter {
             switch info.st_mode & S_IFMT {
             case S_IFDIR: kind = .directory
             case S_IFREG: kind = .fileFrom(path: path)
-            case S_IFLNK: kind = .symlink(target: try Self.readLink(path))
+            case S_IFLNK: kind = .symlink(target: try FileSystem.readLink(path))
             case S_IFCHR:
                 kind = .characterDevice(major: Self.major(info.st_rdev), minor: Self.minor(info.st_rdev))
             case S_IFBLK:
@@ -349,15 +349,6 @@ public struct CPIOWriter {
             if name != "." && name != ".." { names.append(name) }
         }
         return names.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
-    }
-
-    static func readLink(_ path: String) throws -> String {
-        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-        let count = try buffer.withUnsafeMutableBufferPointer { pointer in
-            guard let base = pointer.baseAddress else { return 0 }
-            return try Syscall.call("readlink", path) { readlink(path, base, pointer.count - 1) }
-        }
-        return String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     // glibc's dev_t encoding (gnu_dev_major / gnu_dev_minor in <sys/sysmacros.h>).

@@ -88,7 +88,7 @@ public struct DependencyResolver: Sendable {
                 throw HCOSError(
                     .corrupt, "too many levels of symbolic links resolving \(path) in \(displayRoot)")
             }
-            let target = try Self.readLink(hostPath)
+            let target = try FileSystem.readLink(hostPath)
             if !links.contains(relative) { links.append(relative) }
             // A relative target is relative to the link's directory, which is `resolved`; an
             // absolute one restarts from the root (not the host's /).
@@ -100,15 +100,6 @@ public struct DependencyResolver: Sendable {
 
     static func components(of path: String) -> [String] {
         path.split(separator: "/").map(String.init).filter { $0 != "." }
-    }
-
-    static func readLink(_ path: String) throws -> String {
-        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-        let count = try buffer.withUnsafeMutableBufferPointer { pointer in
-            guard let base = pointer.baseAddress else { return 0 }
-            return try Syscall.call("readlink", path) { readlink(path, base, pointer.count - 1) }
-        }
-        return String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     private var displayRoot: String { root.isEmpty ? "/" : root }

@@ -104,6 +104,16 @@ public enum FileSystem {
         try dir.sync()
     }
 
+    /// The target of a symbolic link, as stored (not resolved).
+    public static func readLink(_ path: String) throws -> String {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let count = try buffer.withUnsafeMutableBufferPointer { pointer in
+            guard let base = pointer.baseAddress else { return 0 }
+            return try Syscall.call("readlink", path) { Glibc.readlink(path, base, pointer.count - 1) }
+        }
+        return String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
     public static func parent(of path: String) -> String {
         guard let slash = path.lastIndex(of: "/") else { return "." }
         return slash == path.startIndex ? "/" : String(path[..<slash])

@@ -152,6 +152,9 @@ public struct BootReport: Codable, Sendable {
         (try? Command("systemctl", ["is-active", "--quiet", unit]).run(check: false).status) == 0
     }
 
+    /// The mount at `path`, if the report lists one.
+    public func mount(_ path: String) -> Mount? { mounts.first { $0.path == path } }
+
     public func json() throws -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]

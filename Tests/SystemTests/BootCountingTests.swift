@@ -2,6 +2,7 @@ import Disk
 import Foundation
 import GrubEnv
 import HCOSCore
+import Node
 import Testing
 import VM
 

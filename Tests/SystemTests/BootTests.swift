@@ -1,5 +1,6 @@
 import Foundation
 import HCOSCore
+import Node
 import Testing
 import VM
 

@@ -1,6 +1,7 @@
 import Digest
 import Foundation
 import HCOSCore
+import Node
 import Testing
 import VM
 

@@ -1,6 +1,7 @@
 import Disk
 import Foundation
 import HCOSCore
+import Node
 import Testing
 import VM
 
@@ -45,9 +46,9 @@ enum SystemSupport {
     }
 
     /// Waits for the next HCOS-READY after `mark` and decodes the node's report.
-    static func ready(_ vm: VirtualMachine, after mark: ConsoleMark = .start) async throws -> BootReportView {
+    static func ready(_ vm: VirtualMachine, after mark: ConsoleMark = .start) async throws -> BootReport {
         let json = try await vm.console.waitForMarker("HCOS-READY", after: mark, timeout: bootTimeout)
-        return try JSONDecoder().decode(BootReportView.self, from: Data(json.utf8))
+        return try JSONDecoder().decode(BootReport.self, from: Data(json.utf8))
     }
 
     /// The slot named by the next HCOS-BOOT line (printed by the initramfs) after `mark`.
@@ -68,31 +69,4 @@ enum SystemSupport {
         try await shell.waitUntilReady(timeout: .seconds(120))
         return shell
     }
-}
-
-/// The parts of the node's boot report (Node.BootReport) the tests read.
-struct BootReportView: Decodable {
-    struct Mount: Decodable {
-        var path: String
-        var source: String
-        var fsType: String
-        var readOnly: Bool
-    }
-    struct Timings: Decodable {
-        var systemdReady: Double?
-        var containerdReady: Double?
-    }
-    var version: String
-    var slot: String
-    var trial: Bool
-    var rootReadOnly: Bool
-    var containerdActive: Bool
-    var failedUnits: [String]
-    var persistBytes: UInt64
-    var persistPartitionBytes: UInt64
-    var persistFilesystemBytes: UInt64
-    var mounts: [Mount]
-    var timings: Timings
-
-    func mount(_ path: String) -> Mount? { mounts.first { $0.path == path } }
 }
