@@ -28,8 +28,10 @@ demo: image
 # Unit tests, then system tests that boot real images in qemu (the image is built once and
 # cached under $(TEST_OUT); the Debian downloads under $(HCOS_CACHE)).
 test: setup binaries
-	$(BIN)/hcos build --output $(TEST_OUT) --no-qcow2
-	HCOS_TEST_IMAGE=$(TEST_OUT)/hcos-1.0.0.img $(SWIFT) test --no-parallel
+	test -f build/test-signing.key || $(BIN)/hcos keygen --output build/test-signing
+	$(BIN)/hcos build --output $(TEST_OUT) --no-qcow2 --sign build/test-signing.key
+	HCOS_TEST_IMAGE=$(TEST_OUT)/hcos-1.0.0.img HCOS_TEST_KEY=build/test-signing \
+		$(SWIFT) test --no-parallel
 
 unit-test:
 	$(SWIFT) test --skip SystemTests

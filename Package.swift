@@ -30,21 +30,27 @@ let package = Package(
         .target(name: "Archive", dependencies: ["HCOSCore"]),
         // SHA-256 over libcrypto.
         .target(name: "Digest", dependencies: ["HCOSCore", "CCrypto"]),
+        // The signed update bundle: manifest, signature, payloads (DESIGN §4).
+        .target(name: "Bundle", dependencies: ["HCOSCore", "Digest"]),
         // hcos build: Debian packages -> trimmed root -> read-only image -> GPT disk.
-        .target(name: "Builder", dependencies: ["HCOSCore", "Disk", "GrubEnv", "ELF", "Archive", "Digest"]),
+        .target(
+            name: "Builder", dependencies: ["HCOSCore", "Disk", "GrubEnv", "ELF", "Archive", "Digest", "Bundle"]),
         // qemu runner, serial console and debug-shell client.
         .target(name: "VM", dependencies: ["HCOSCore", "Disk", "GrubEnv"]),
         // Code that runs on the node: first-boot PERSIST growth, boot report.
         .target(name: "Node", dependencies: ["HCOSCore", "Disk"]),
 
-        .executableTarget(name: "hcos", dependencies: ["Builder", "VM", "HCOSCore", "GrubEnv", "Node"]),
+        .executableTarget(
+            name: "hcos", dependencies: ["Builder", "VM", "HCOSCore", "GrubEnv", "Node", "Bundle", "Digest"]),
         // make bench: hcos vs a standard Debian cloud-style image, booted the same way.
         .executableTarget(name: "hcos-bench", dependencies: ["Builder", "VM", "HCOSCore", "Node", "Disk"]),
         .executableTarget(name: "os-agent", dependencies: ["Node", "HCOSCore"]),
 
         .testTarget(
             name: "HCOSTests",
-            dependencies: ["HCOSCore", "Disk", "GrubEnv", "ELF", "Archive", "Digest", "Builder", "VM", "Node"]),
+            dependencies: [
+                "HCOSCore", "Disk", "GrubEnv", "ELF", "Archive", "Digest", "Builder", "VM", "Node", "Bundle",
+            ]),
         .testTarget(
             name: "SystemTests", dependencies: ["HCOSCore", "Disk", "GrubEnv", "Builder", "VM", "Digest", "Node"]),
     ]

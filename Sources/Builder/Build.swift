@@ -1,3 +1,4 @@
+import Bundle
 import Digest
 import Disk
 import Foundation
@@ -22,6 +23,7 @@ public struct BuildResult: Codable, Sendable {
     public var qcow2Image: String?
     public var qcow2Size: UInt64?
     public var keptFiles: Int
+    public var bundle: String?
 }
 
 /// `hcos build`: Debian packages → trimmed root → read-only image → kernel + initramfs → ESP →
@@ -38,6 +40,8 @@ public struct Build {
         public var qcow2 = true
         /// Bootstrap again even when the staging tree of the same package set is cached.
         public var refresh = false
+        /// Private key file (`hcos keygen`): sign an update bundle, and trust its public key in the image.
+        public var signingKey: String?
         public init(output: String, cache: String, agentBinary: String, imageDirectory: String) {
             self.output = output
             self.cache = cache
@@ -111,6 +115,7 @@ public struct Build {
         // Parse the keep-list before spending minutes on the bootstrap.
         var keepList = try KeepList.parse(
             try String(contentsOfFile: config.resolve(config.keepList), encoding: .utf8), source: config.keepList)
+        let signingKey = try options.signingKey.map { try BundleKeys.read($0, kind: "private") }
         let rootModules = try KernelModules.readList(config.resolve(config.modules))
         let initramfsModules = try KernelModules.readList(config.resolve(config.initramfsModules))
 
@@ -162,6 +167,15 @@ public struct Build {
         let moduleFiles = try modules.closure(of: rootModules, listName: config.modules)
         try modules.install(moduleFiles, into: tree)
         try installOverlay(into: tree, kernelVersion: modules.kernelVersion)
+        if let signingKey {
+            // Nodes of this image accept bundles signed by the same key.
+            try FileManager.default.createDirectory(
+                atPath: "\(tree)/usr/lib/hcos/keys", withIntermediateDirectories: true)
+            try BundleKeys.write(
+                try Ed25519.publicKey(fromPrivate: signingKey), kind: "public",
+                to: "\(tree)/usr/lib/hcos/keys/build.pub",
+                mode: 0o644)
+        }
         let treeSize = try Self.treeSize(tree)
         logger.info("  kept \(kept.count) paths and \(moduleFiles.count) kernel modules, \(ByteSize.format(treeSize))")
 
@@ -217,12 +231,26 @@ public struct Build {
             qcow2 = path
         }
 
+        var bundle: String?
+        if let signingKey {
+            let path = "\(options.output)/\(name).bundle"
+            logger.info("  signed update bundle \(path)")
+            _ = try UpdateBundle.write(
+                manifest: BundleManifest(
+                    format: Int(UpdateBundle.format), version: config.version, architecture: config.architecture,
+                    kernelVersion: modules.kernelVersion, rootFormat: config.rootFormat.rawValue,
+                    minimumAgentVersion: "1.0.0", payloads: []),
+                payloads: [("kernel", kernel), ("initramfs", initramfs), ("rootfs", rootImage)], privateKey: signingKey,
+                to: path)
+            bundle = path
+        }
+
         let result = BuildResult(
             version: config.version, kernelVersion: modules.kernelVersion, rootFormat: config.rootFormat.rawValue,
             rootCompression: config.rootCompression, rootImage: rootImage, rootDigest: rootDigest, rootSize: rootSize,
             rootTreeSize: treeSize, kernel: kernel, initramfs: initramfs, initramfsSize: Self.fileSize(initramfs),
             diskImage: disk, diskSize: config.diskSize, diskAllocated: Self.allocatedSize(disk), qcow2Image: qcow2,
-            qcow2Size: qcow2.map(Self.fileSize), keptFiles: kept.count)
+            qcow2Size: qcow2.map(Self.fileSize), keptFiles: kept.count, bundle: bundle)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try encoder.encode(result).write(to: URL(fileURLWithPath: "\(options.output)/\(name).build.json"))

@@ -1,4 +1,6 @@
 import Builder
+import Bundle
+import Digest
 import Foundation
 import HCOSCore
 import VM
@@ -7,13 +9,19 @@ import VM
 // libraries; this file parses the command line.
 
 let usage = """
-    usage: hcos build [--config FILE] [--output DIR] [--cache DIR] [--no-qcow2] [--refresh]
+    usage: hcos build [--config FILE] [--output DIR] [--cache DIR] [--no-qcow2] [--refresh] [--sign KEY]
            hcos vm IMAGE [--memory MB] [--disk-size SIZE] [--wait-ready] [--serial-log FILE]
                          [--debug-shell] [--uefi] [--report]
+           hcos keygen --output PREFIX
+           hcos bundle verify BUNDLE --key PUBLIC-KEY
 
     build   builds the OS image from Debian packages (default config: image/hcos.conf)
             into DIR (default: build/out): hcos-VERSION.img (raw), .qcow2, the root image,
             kernel, initramfs and hcos-VERSION.build.json
+            with --sign KEY also a signed update bundle, hcos-VERSION.bundle, whose public key
+            the image trusts
+    keygen  makes an Ed25519 signing key pair: PREFIX.key (private, mode 0600) and PREFIX.pub
+    bundle verify  checks a bundle's signature against a public key and every payload's digest
     vm      boots IMAGE in qemu on a copy of the image (the image itself is never modified)
     """
 
@@ -71,7 +79,8 @@ func defaultCache() -> String {
 }
 
 func build(_ arguments: [String]) {
-    let options = Options(arguments, valued: ["--config", "--output", "--cache"], flags: ["--no-qcow2", "--refresh"])
+    let options = Options(
+        arguments, valued: ["--config", "--output", "--cache", "--sign"], flags: ["--no-qcow2", "--refresh"])
     guard options.positional.isEmpty else { fail("unexpected argument \(options.positional[0])\n\(usage)", status: 2) }
     let data = dataDirectory()
     let configPath = options.values["--config"] ?? "\(data)/hcos.conf"
@@ -84,6 +93,7 @@ func build(_ arguments: [String]) {
             agentBinary: ProcessInfo.processInfo.environment["HCOS_AGENT_BINARY"] ?? agent, imageDirectory: data)
         buildOptions.qcow2 = !options.flags.contains("--no-qcow2")
         buildOptions.refresh = options.flags.contains("--refresh")
+        buildOptions.signingKey = options.values["--sign"]
         let started = Date()
         let result = try Build(config: config, options: buildOptions, logger: logger).run()
         print(
@@ -94,7 +104,45 @@ func build(_ arguments: [String]) {
               root image   \(result.rootImage) (\(ByteSize.format(result.rootSize)), \(result.rootFormat)/\(result.rootCompression))
               root digest  sha256:\(result.rootDigest)
               kernel       \(result.kernelVersion), initramfs \(ByteSize.format(result.initramfsSize))
+              bundle       \(result.bundle ?? "- (no --sign)")
             """)
+    } catch {
+        fail("\(error)")
+    }
+}
+
+func keygen(_ arguments: [String]) {
+    let options = Options(arguments, valued: ["--output"], flags: [])
+    guard let prefix = options.values["--output"], options.positional.isEmpty else {
+        fail("keygen needs --output PREFIX\n\(usage)", status: 2)
+    }
+    do {
+        for path in ["\(prefix).key", "\(prefix).pub"] where FileManager.default.fileExists(atPath: path) {
+            fail("\(path) exists; refusing to overwrite a key")
+        }
+        let pair = try Ed25519.generate()
+        try BundleKeys.write(pair.privateKey, kind: "private", to: "\(prefix).key", mode: 0o600)
+        try BundleKeys.write(pair.publicKey, kind: "public", to: "\(prefix).pub", mode: 0o644)
+        print("wrote \(prefix).key (private: keep it secret) and \(prefix).pub")
+    } catch {
+        fail("\(error)")
+    }
+}
+
+func bundle(_ arguments: [String]) {
+    let options = Options(arguments, valued: ["--key"], flags: [])
+    guard options.positional.count == 2, options.positional[0] == "verify", let key = options.values["--key"] else {
+        fail("usage: hcos bundle verify BUNDLE --key PUBLIC-KEY", status: 2)
+    }
+    do {
+        let file = try FileDescriptor(path: options.positional[1], flags: O_RDONLY)
+        let head = try UpdateBundle.readHead(file, trustedKeys: [try BundleKeys.read(key, kind: "public")])
+        try UpdateBundle.verifyPayloads(file, head: head)
+        let manifest = head.manifest
+        print("valid hcos \(manifest.version) bundle (\(manifest.architecture), kernel \(manifest.kernelVersion))")
+        for payload in manifest.payloads {
+            print("  \(payload.name)  \(ByteSize.format(payload.size))  sha256:\(payload.sha256)")
+        }
     } catch {
         fail("\(error)")
     }
@@ -105,6 +153,8 @@ guard let command = arguments.first else { fail(usage, status: 2) }
 arguments.removeFirst()
 switch command {
 case "build": build(arguments)
+case "keygen": keygen(arguments)
+case "bundle": bundle(arguments)
 case "vm":
     do {
         let image = arguments.first { !$0.hasPrefix("-") } ?? ""
