@@ -120,6 +120,7 @@ func keygen(_ arguments: [String]) {
         for path in ["\(prefix).key", "\(prefix).pub"] where FileManager.default.fileExists(atPath: path) {
             fail("\(path) exists; refusing to overwrite a key")
         }
+        try FileSystem.makeDirectories(FileSystem.parent(of: prefix))
         let pair = try Ed25519.generate()
         try BundleKeys.write(pair.privateKey, kind: "private", to: "\(prefix).key", mode: 0o600)
         try BundleKeys.write(pair.publicKey, kind: "public", to: "\(prefix).pub", mode: 0o644)
