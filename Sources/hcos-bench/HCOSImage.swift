@@ -3,24 +3,45 @@ import Foundation
 import HCOSCore
 
 /// The hcos side of the benchmark: the default image, built with `Build` into DIR/hcos unless a
-/// build of the same version is already there.
+/// build of the same version, newer than everything it is made from (image/, the configuration,
+/// os-agent), is already there.
 enum HCOSImage {
     static func ensure(
-        config: BuildConfig, options: BenchOptions, dataDirectory: String, agent: String, logger: Logger
+        config: BuildConfig, configPath: String, options: BenchOptions, dataDirectory: String, agent: String,
+        logger: Logger
     ) throws -> BuildResult {
         let directory = "\(options.output)/hcos"
         let summary = "\(directory)/hcos-\(config.version).build.json"
+        let inputs = [dataDirectory, config.baseDirectory, configPath, agent]
         if !options.rebuild, let data = FileManager.default.contents(atPath: summary),
             let result = try? JSONDecoder().decode(BuildResult.self, from: data),
-            FileManager.default.fileExists(atPath: result.diskImage)
+            FileManager.default.fileExists(atPath: result.diskImage),
+            let built = modificationDate(summary), newestModification(inputs) < built
         {
-            logger.info("hcos: reusing \(result.diskImage) (--rebuild to build it again)")
+            logger.info("hcos: reusing \(result.diskImage) (newer than its inputs; --rebuild to build it again)")
             return result
         }
-        logger.info("hcos: building the image into \(directory)")
+        logger.info("hcos: building the image into \(directory) (missing, or older than image/ or os-agent)")
         let buildOptions = Build.Options(
             output: directory, cache: options.cache, agentBinary: agent, imageDirectory: dataDirectory)
         return try Build(config: config, options: buildOptions, logger: logger.with([("image", "hcos")])).run()
+    }
+
+    static func modificationDate(_ path: String) -> Date? {
+        (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date
+    }
+
+    /// The newest modification time of the given files and of everything under the given directories.
+    static func newestModification(_ paths: [String]) -> Date {
+        var newest = Date.distantPast
+        for path in paths {
+            if let date = modificationDate(path) { newest = max(newest, date) }
+            guard let walker = FileManager.default.enumerator(atPath: path) else { continue }
+            while let relative = walker.nextObject() as? String {
+                if let date = modificationDate("\(path)/\(relative)") { newest = max(newest, date) }
+            }
+        }
+        return newest
     }
 
     /// Where the product's data (image/) lives: $HCOS_DATA_DIR, ./image, or next to the source

@@ -35,13 +35,15 @@ func run(_ options: BenchOptions) async throws {
         return
     }
     let dataDirectory = try HCOSImage.dataDirectory(environment: environment)
-    let config = try BuildConfig.load(path: options.config ?? "\(dataDirectory)/hcos.conf")
+    let configPath = options.config ?? "\(dataDirectory)/hcos.conf"
+    let config = try BuildConfig.load(path: configPath)
     let agent = try HCOSImage.agentBinary(environment: environment)
     let accelerator = try Accelerator.detect()
     try FileManager.default.createDirectory(atPath: options.output, withIntermediateDirectories: true)
 
     let hcos = try HCOSImage.ensure(
-        config: config, options: options, dataDirectory: dataDirectory, agent: agent, logger: logger)
+        config: config, configPath: configPath, options: options, dataDirectory: dataDirectory, agent: agent,
+        logger: logger)
     let standard = try StandardImage(
         config: config, options: options, agent: agent, overlay: config.resolve(config.overlay), logger: logger
     ).ensure()
