@@ -50,6 +50,15 @@ public struct Build {
         }
     }
 
+    /// Where downloads are cached: $HCOS_CACHE, else $XDG_CACHE_HOME/hcos, else ~/.cache/hcos.
+    public static func defaultCacheDirectory(environment: [String: String] = ProcessInfo.processInfo.environment)
+        -> String
+    {
+        if let cache = environment["HCOS_CACHE"], !cache.isEmpty { return cache }
+        if let xdg = environment["XDG_CACHE_HOME"], !xdg.isEmpty { return "\(xdg)/hcos" }
+        return "\(NSHomeDirectory())/.cache/hcos"
+    }
+
     /// Tools a build needs, with the Debian package that provides each.
     static func requiredTools(_ config: BuildConfig) -> [(String, String)] {
         var tools = [

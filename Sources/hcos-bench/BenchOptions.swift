@@ -1,3 +1,4 @@
+import Builder
 import Foundation
 import HCOSCore
 
@@ -31,7 +32,7 @@ struct BenchOptions {
     }
 
     static func parse(_ arguments: [String], environment: [String: String]) throws -> BenchOptions {
-        var options = BenchOptions(cache: defaultCache(environment))
+        var options = BenchOptions(cache: Build.defaultCacheDirectory(environment: environment))
         var rest = arguments[...]
         func value(_ flag: String) throws -> String {
             guard let next = rest.popFirst() else {
@@ -66,9 +67,4 @@ struct BenchOptions {
     }
 
     /// The same apt cache `hcos build` uses, so the two bootstraps share their downloads.
-    static func defaultCache(_ environment: [String: String]) -> String {
-        if let cache = environment["HCOS_CACHE"], !cache.isEmpty { return cache }
-        if let xdg = environment["XDG_CACHE_HOME"], !xdg.isEmpty { return "\(xdg)/hcos" }
-        return "\(NSHomeDirectory())/.cache/hcos"
-    }
 }

@@ -71,13 +71,6 @@ func dataDirectory() -> String {
     fail("cannot find the hcos data directory (image/); run from the source tree or set HCOS_DATA_DIR")
 }
 
-func defaultCache() -> String {
-    let env = ProcessInfo.processInfo.environment
-    if let cache = env["HCOS_CACHE"] { return cache }
-    if let xdg = env["XDG_CACHE_HOME"] { return "\(xdg)/hcos" }
-    return "\(NSHomeDirectory())/.cache/hcos"
-}
-
 func build(_ arguments: [String]) {
     let options = Options(
         arguments, valued: ["--config", "--output", "--cache", "--sign"], flags: ["--no-qcow2", "--refresh"])
@@ -89,7 +82,8 @@ func build(_ arguments: [String]) {
         let agent = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
             .deletingLastPathComponent().appendingPathComponent("os-agent").path
         var buildOptions = Build.Options(
-            output: options.values["--output"] ?? "build/out", cache: options.values["--cache"] ?? defaultCache(),
+            output: options.values["--output"] ?? "build/out",
+            cache: options.values["--cache"] ?? Build.defaultCacheDirectory(),
             agentBinary: ProcessInfo.processInfo.environment["HCOS_AGENT_BINARY"] ?? agent, imageDirectory: data)
         buildOptions.qcow2 = !options.flags.contains("--no-qcow2")
         buildOptions.refresh = options.flags.contains("--refresh")
