@@ -46,7 +46,7 @@ struct BootCountingTests {
         }
 
         let vm = try await SystemSupport.boot(disk: disk, directory: directory)
-        do {
+        try await SystemSupport.using(vm) {
             #expect(try await SystemSupport.bootedSlot(vm) == "B")
             let trial = try await SystemSupport.ready(vm)
             #expect(trial.slot == "B")
@@ -63,11 +63,7 @@ struct BootCountingTests {
             let fallback = try await SystemSupport.ready(vm, after: mark)
             #expect(fallback.slot == "A")
             #expect(fallback.trial == false)
-        } catch {
-            await SystemSupport.shutDown(vm)
-            throw error
         }
-        await SystemSupport.shutDown(vm)
     }
 
     @Test("a torn first copy of the GRUB environment still boots the good slot from the second copy")
@@ -76,9 +72,7 @@ struct BootCountingTests {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let disk = try SystemSupport.disk(in: directory)
         let file = try FileDescriptor(path: disk, flags: O_RDWR)
-        let table = try GPTTable.read(from: file, size: try file.size())
-        let esp = try table.partition(named: "EFI")
-        let store = try GrubEnvStore(file: file, region: esp.firstLBA * 512..<(esp.lastLBA + 1) * 512)
+        let store = try DiskImage.grubEnvStore(of: file)
         let copy1 = try #require(store.copy1Offset)
         // Half a block of garbage where copy 1 starts: what a torn in-place write could leave.
         try file.write([UInt8](repeating: 0x5A, count: 512), at: copy1)
@@ -86,15 +80,12 @@ struct BootCountingTests {
 
         // No debug shell: it would be switched on through the very environment under test.
         let vm = try await SystemSupport.boot(disk: disk, directory: directory, debugShell: false)
-        do {
+        let poweredOff = try await SystemSupport.using(vm) {
             #expect(try await SystemSupport.bootedSlot(vm) == "A")
             let report = try await SystemSupport.ready(vm)
             #expect(report.slot == "A")
-        } catch {
-            await SystemSupport.shutDown(vm)
-            throw error
         }
         // No shell here: the ACPI power button alone must power the node off cleanly.
-        #expect(await SystemSupport.shutDown(vm), "the node did not power off on the power button")
+        #expect(poweredOff, "the node did not power off on the power button")
     }
 }

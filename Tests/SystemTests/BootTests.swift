@@ -13,7 +13,7 @@ struct BootTests {
         let directory = try SystemSupport.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let vm = try await SystemSupport.boot(disk: try SystemSupport.disk(in: directory), directory: directory)
-        do {
+        try await SystemSupport.using(vm) {
             let report = try await SystemSupport.ready(vm)
             #expect(report.slot == "A")
             #expect(report.trial == false)
@@ -41,11 +41,7 @@ struct BootTests {
             let shellAgain = try await SystemSupport.shell(vm)
             #expect(try await shellAgain.check("cat /etc/hcos-test").trimmed() == "etc-survives")
             #expect(try await shellAgain.check("cat /var/hcos-test").trimmed() == "var-survives")
-        } catch {
-            await SystemSupport.shutDown(vm)
-            throw error
         }
-        await SystemSupport.shutDown(vm)
     }
 
     @Test("PERSIST grows to fill a disk enlarged before first boot, and a second boot does not grow it again")
@@ -55,7 +51,7 @@ struct BootTests {
         let diskSize: UInt64 = 4 << 30
         let disk = try SystemSupport.disk(in: directory, size: diskSize)
         let vm = try await SystemSupport.boot(disk: disk, directory: directory)
-        do {
+        try await SystemSupport.using(vm) {
             let first = try await SystemSupport.ready(vm)
             // Everything but the first MiB (GPT), BIOS-BOOT, EFI (128 MiB), the two 1 GiB slots and
             // the backup GPT at the end belongs to PERSIST.
@@ -80,11 +76,7 @@ struct BootTests {
             #expect(secondLog.contains("PERSIST already fills the disk"))
             #expect(!secondLog.contains("growing"))
             #expect(try await shellAgain.check("cat /sys/class/block/vda5/size").trimmed() == sectors)
-        } catch {
-            await SystemSupport.shutDown(vm)
-            throw error
         }
-        await SystemSupport.shutDown(vm)
     }
 
     @Test("the same disk image boots with UEFI firmware (OVMF) as with BIOS")
@@ -93,15 +85,11 @@ struct BootTests {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let vm = try await SystemSupport.boot(
             disk: try SystemSupport.disk(in: directory), directory: directory, debugShell: false, uefi: true)
-        do {
+        try await SystemSupport.using(vm) {
             let report = try await SystemSupport.ready(vm)
             #expect(report.slot == "A")
             #expect(report.containerdActive)
             #expect(report.rootReadOnly)
-        } catch {
-            await SystemSupport.shutDown(vm)
-            throw error
         }
-        await SystemSupport.shutDown(vm)
     }
 }

@@ -67,7 +67,7 @@ struct ContainerTests {
         let vm = try await SystemSupport.boot(
             disk: try SystemSupport.disk(in: directory), directory: directory,
             extraArguments: ["-drive", "file=\(archive),format=raw,if=virtio,readonly=on"])
-        do {
+        try await SystemSupport.using(vm) {
             _ = try await SystemSupport.ready(vm)
             let shell = try await SystemSupport.shell(vm)
             _ = try await shell.check("cat /dev/vdb > /tmp/hello.oci.tar", timeout: .seconds(120))
@@ -85,10 +85,6 @@ struct ContainerTests {
                 "stat -f -c %T /var/lib/containerd/io.containerd.snapshotter.v1.overlayfs"
             ).trimmed()
             #expect(fsType == "ext2/ext3")
-        } catch {
-            await SystemSupport.shutDown(vm)
-            throw error
         }
-        await SystemSupport.shutDown(vm)
     }
 }

@@ -64,6 +64,19 @@ enum SystemSupport {
         await vm.stop(timeout: .seconds(120))
     }
 
+    /// Runs `body` against `vm` and shuts the VM down afterwards, also when `body` throws.
+    /// Returns whether the guest powered itself off.
+    @discardableResult
+    static func using(_ vm: VirtualMachine, _ body: () async throws -> Void) async throws -> Bool {
+        do {
+            try await body()
+        } catch {
+            await shutDown(vm)
+            throw error
+        }
+        return await shutDown(vm)
+    }
+
     static func shell(_ vm: VirtualMachine) async throws -> DebugShell {
         guard let shell = vm.shell else { throw HCOSError(.notFound, "the VM has no debug shell") }
         try await shell.waitUntilReady(timeout: .seconds(120))
