@@ -40,18 +40,22 @@ let package = Package(
         // Code that runs on the node: first-boot PERSIST growth, boot report.
         .target(name: "Node", dependencies: ["HCOSCore", "Disk"]),
 
+        // os-agent's engine: slots, GRUB environment transitions, upgrade steps, health gate.
+        .target(name: "Agent", dependencies: ["HCOSCore", "Disk", "GrubEnv", "Digest", "Bundle", "Node"]),
+
         .executableTarget(
             name: "hcos", dependencies: ["Builder", "VM", "HCOSCore", "GrubEnv", "Node", "Bundle", "Digest"]),
         // make bench: hcos vs a standard Debian cloud-style image, booted the same way.
         .executableTarget(name: "hcos-bench", dependencies: ["Builder", "VM", "HCOSCore", "Node", "Disk"]),
-        .executableTarget(name: "os-agent", dependencies: ["Node", "HCOSCore"]),
+        .executableTarget(name: "os-agent", dependencies: ["Node", "HCOSCore", "Agent"]),
 
         .testTarget(
             name: "HCOSTests",
             dependencies: [
-                "HCOSCore", "Disk", "GrubEnv", "ELF", "Archive", "Digest", "Builder", "VM", "Node", "Bundle",
+                "HCOSCore", "Disk", "GrubEnv", "ELF", "Archive", "Digest", "Builder", "VM", "Node", "Bundle", "Agent",
             ]),
         .testTarget(
-            name: "SystemTests", dependencies: ["HCOSCore", "Disk", "GrubEnv", "Builder", "VM", "Digest", "Node"]),
+            name: "SystemTests",
+            dependencies: ["HCOSCore", "Disk", "GrubEnv", "Builder", "VM", "Digest", "Node", "Agent", "Bundle"]),
     ]
 )

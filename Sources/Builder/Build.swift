@@ -248,7 +248,7 @@ public struct Build {
                 manifest: BundleManifest(
                     format: Int(UpdateBundle.format), version: config.version, architecture: config.architecture,
                     kernelVersion: modules.kernelVersion, rootFormat: config.rootFormat.rawValue,
-                    minimumAgentVersion: "1.0.0", payloads: []),
+                    minimumAgentVersion: "1.0.0", commandLine: config.cmdline, payloads: []),
                 payloads: [("kernel", kernel), ("initramfs", initramfs), ("rootfs", rootImage)], privateKey: signingKey,
                 to: path)
             bundle = path

@@ -24,11 +24,13 @@ public struct BundleManifest: Codable, Equatable, Sendable {
     public var kernelVersion: String
     public var rootFormat: String
     public var minimumAgentVersion: String
+    /// The slot's kernel arguments (written to its `slot.cfg`; grub.cfg adds the slot identity).
+    public var commandLine: String?
     public var payloads: [Payload]
 
     public init(
         format: Int, version: String, architecture: String, kernelVersion: String, rootFormat: String,
-        minimumAgentVersion: String, payloads: [Payload] = []
+        minimumAgentVersion: String, commandLine: String? = nil, payloads: [Payload] = []
     ) {
         self.format = format
         self.version = version
@@ -36,6 +38,7 @@ public struct BundleManifest: Codable, Equatable, Sendable {
         self.kernelVersion = kernelVersion
         self.rootFormat = rootFormat
         self.minimumAgentVersion = minimumAgentVersion
+        self.commandLine = commandLine
         self.payloads = payloads
     }
 

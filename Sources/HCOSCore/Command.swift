@@ -12,6 +12,9 @@ public struct Command: Sendable {
     public var arguments: [String]
     public var environment: [String: String]?
     public var workingDirectory: String?
+    /// Seconds after which the program (and its process group) is killed; the result then has
+    /// status 128+SIGKILL and `timedOut` set. nil: wait as long as it takes.
+    public var timeout: Double?
 
     public init(
         _ executable: String, _ arguments: [String] = [], environment: [String: String]? = nil,
@@ -27,6 +30,7 @@ public struct Command: Sendable {
         public let status: Int32
         public let stdout: [UInt8]
         public let stderr: [UInt8]
+        public var timedOut = false
         public var output: String { String(decoding: stdout, as: UTF8.self) }
         public var errorOutput: String { String(decoding: stderr, as: UTF8.self) }
     }
@@ -44,6 +48,9 @@ public struct Command: Sendable {
             throw HCOSError(.missingTool, "'\(executable)' is not installed (not found in PATH); run 'make setup'")
         }
         let result = try spawn(path: path, input: input, onLine: onLine)
+        if check && result.timedOut {
+            throw HCOSError(.timeout, "\(executable) did not finish within \(timeout ?? 0) s: \(display.prefix(300))")
+        }
         if check && result.status != 0 {
             let tail = result.errorOutput.split(separator: "\n").suffix(15).joined(separator: "\n")
             throw HCOSError(
@@ -91,10 +98,18 @@ public struct Command: Sendable {
         let argv = [path] + arguments
         let envp = env.map { "\($0.key)=\($0.value)" }.sorted()
 
+        // With a timeout the child leads its own process group, so that everything it started dies with it.
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        if timeout != nil {
+            posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP))
+            posix_spawnattr_setpgroup(&attributes, 0)
+        }
         var pid: pid_t = 0
         let status = withCStrings(argv) { cArgv in
             withCStrings(envp) { cEnvp in
-                posix_spawn(&pid, path, &actions, nil, cArgv, cEnvp)
+                posix_spawn(&pid, path, &actions, &attributes, cArgv, cEnvp)
             }
         }
         close(outPipe[1])
@@ -126,8 +141,21 @@ public struct Command: Sendable {
         ]
         var open = 2
         var buffer = [UInt8](repeating: 0, count: 65536)
+        let deadline = timeout.map { Command.monotonicSeconds() + $0 }
+        var timedOut = false
         while open > 0 {
-            let ready = poll(&fds, nfds_t(fds.count), -1)
+            var wait: Int32 = -1
+            if let deadline {
+                let left = deadline - Command.monotonicSeconds()
+                if left <= 0 {
+                    kill(-pid, SIGKILL)
+                    timedOut = true
+                    for index in fds.indices where fds[index].fd >= 0 { close(fds[index].fd) }
+                    break
+                }
+                wait = Int32(min(left * 1000 + 1, 1000))
+            }
+            let ready = poll(&fds, nfds_t(fds.count), wait)
             if ready < 0 && errno == EINTR { continue }
             for index in fds.indices where fds[index].fd >= 0 && fds[index].revents != 0 {
                 let n = buffer.withUnsafeMutableBytes { read(fds[index].fd, $0.baseAddress, $0.count) }
@@ -153,7 +181,15 @@ public struct Command: Sendable {
         var waitStatus: Int32 = 0
         while waitpid(pid, &waitStatus, 0) < 0 && errno == EINTR {}
         let exit: Int32 = (waitStatus & 0x7f) == 0 ? (waitStatus >> 8) & 0xff : 128 + (waitStatus & 0x7f)
-        return Result(status: exit, stdout: stdout, stderr: stderr)
+        var result = Result(status: exit, stdout: stdout, stderr: stderr)
+        result.timedOut = timedOut
+        return result
+    }
+
+    static func monotonicSeconds() -> Double {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
     }
 }
 

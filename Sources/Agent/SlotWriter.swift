@@ -1,0 +1,89 @@
+import Digest
+import Disk
+import FoundationEssentials
+import HCOSCore
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Streams a root image into a slot partition and proves it landed: write in fixed chunks
+/// (bounded memory, whatever the image size), fsync, drop the cached pages, read the bytes back
+/// from the disk and compare their SHA-256 with the signed manifest's.
+public struct SlotWriter: Sendable {
+    public static let chunkSize = 4 << 20
+
+    public let target: PartitionRef
+
+    public init(target: PartitionRef) { self.target = target }
+
+    /// True when the slot already holds exactly these bytes (a retried upgrade skips the write).
+    public func holds(digest: String, size: UInt64) -> Bool {
+        guard size <= target.size, let actual = try? readBackDigest(size: size, progress: { _ in }) else {
+            return false
+        }
+        return actual == digest
+    }
+
+    /// Copies `size` bytes at `offset` of `source` into the slot, then verifies them.
+    public func write(
+        from source: FileDescriptor, offset: UInt64, size: UInt64, digest expected: String,
+        progress: (UInt64) -> Void
+    ) throws {
+        guard size <= target.size else {
+            throw HCOSError(
+                .noSpace,
+                "the root image (\(ByteSize.format(size))) does not fit \(target) (\(ByteSize.format(target.size)))")
+        }
+        let device = try FileDescriptor(path: target.path, flags: O_RDWR)
+        var hash = try SHA256()
+        var done: UInt64 = 0
+        while done < size {
+            let count = Int(min(UInt64(Self.chunkSize), size - done))
+            let chunk = try source.read(at: offset + done, count: count)
+            guard chunk.count == count else {
+                throw HCOSError(
+                    .corrupt,
+                    "\(source.path) is truncated: the root image ends at byte \(done + UInt64(chunk.count)) of \(size)")
+            }
+            try hash.update(chunk)
+            try device.write(chunk, at: target.offset + done)
+            done += UInt64(count)
+            progress(done)
+        }
+        let streamed = try hash.finalizeHex()
+        guard streamed == expected else {
+            throw HCOSError(
+                .corrupt, "the root image's digest is sha256:\(streamed), the signed manifest says sha256:\(expected)")
+        }
+        try device.sync()
+        let readBack = try readBackDigest(size: size, progress: { _ in })
+        guard readBack == expected else {
+            throw HCOSError(
+                .io, "\(target) read back sha256:\(readBack) after writing sha256:\(expected): the disk lost the write")
+        }
+    }
+
+    /// SHA-256 of the slot's first `size` bytes as stored on the disk (page cache dropped first).
+    public func readBackDigest(size: UInt64, progress: (UInt64) -> Void) throws -> String {
+        let device = try FileDescriptor(path: target.path, flags: O_RDONLY)
+        if (try? BlockDevice.isBlockDevice(device)) == true {
+            try BlockDevice.flushBuffers(device)
+        } else {
+            _ = posix_fadvise(device.fd, off_t(target.offset), off_t(size), POSIX_FADV_DONTNEED)
+        }
+        var hash = try SHA256()
+        var done: UInt64 = 0
+        while done < size {
+            let count = Int(min(UInt64(Self.chunkSize), size - done))
+            let chunk = try device.read(at: target.offset + done, count: count)
+            guard chunk.count == count else {
+                throw HCOSError(.io, "\(target) ends before byte \(size)")
+            }
+            try hash.update(chunk)
+            done += UInt64(count)
+            progress(done)
+        }
+        return try hash.finalizeHex()
+    }
+}

@@ -1,0 +1,215 @@
+import Bundle
+import Digest
+import FoundationEssentials
+import GrubEnv
+import HCOSCore
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// One upgrade, step by step (DESIGN §3). Everything that can refuse the bundle (signature,
+/// digests, version, architecture, space) runs before the first byte of the boot configuration
+/// or of the target slot changes.
+struct Upgrade {
+    let core: AgentCore
+    let operation: AgentOperation
+    let request: UpgradeRequest
+
+    var target: Slot { core.bootedSlot.other }
+
+    func run() throws {
+        // 1. fetch
+        try core.enter(.downloading, message: operation.source)
+        try FileSystem.makeDirectories(core.paths.downloads, mode: 0o700)
+        let local = try core.actions.fetch(operation.source, core.paths.downloads) { progress in
+            core.setProgress(progress)
+        }
+
+        // 2. verify, before anything is touched
+        try core.enter(.verifying, message: local)
+        let bundle = try FileDescriptor(path: local, flags: O_RDONLY)
+        let keys = try trustedKeys()
+        let head = try UpdateBundle.readHead(bundle, trustedKeys: keys)
+        let manifest = head.manifest
+        try core.mutate { $0.operation?.version = manifest.version }
+        try checkVersion(manifest)
+        guard let root = manifest.payload("rootfs"), let kernel = manifest.payload("kernel"),
+            let initramfs = manifest.payload("initramfs")
+        else {
+            throw AgentError(422, "bad-bundle", "the bundle lacks a kernel, initramfs or rootfs payload")
+        }
+        let slot = core.disk.root(target.rawValue)
+        guard root.size <= slot.size else {
+            throw AgentError(
+                507, "no-space",
+                "the root image (\(ByteSize.format(root.size))) does not fit slot \(target.rawValue) (\(ByteSize.format(slot.size)))"
+            )
+        }
+        try checkPersistSpace(need: kernel.size + initramfs.size + (1 << 20))
+        try UpdateBundle.verifyPayloads(bundle, head: head)
+
+        // 3. write: the slot is unbootable (agent state and GRUB) before its first byte changes
+        try core.mutate { state in
+            state[slot: target.rawValue] = SlotRecord(
+                state: .writing, version: manifest.version, rootDigest: root.sha256, rootSize: root.size,
+                kernelVersion: manifest.kernelVersion)
+            if state.trial?.slot == target.rawValue { state.trial = nil }
+        }
+        try core.boot.markUnbootable(target)
+        try core.enter(.writing, progress: Progress(done: 0, total: root.size))
+        let writer = SlotWriter(target: slot)
+        if writer.holds(digest: root.sha256, size: root.size) {
+            core.logger.info("slot \(target.rawValue) already holds sha256:\(root.sha256); not rewriting it")
+        } else {
+            try writer.write(
+                from: bundle, offset: head.payloadStart + root.offset, size: root.size, digest: root.sha256
+            ) { done in core.setProgress(Progress(done: done, total: root.size)) }
+        }
+        try installBootFiles(bundle: bundle, head: head, kernel: kernel, initramfs: initramfs)
+        try core.mutate { $0[slot: target.rawValue].state = .written }
+        try core.enter(.writtenVerified, message: "sha256:\(root.sha256)")
+
+        // 4. arm: tries = N, first in the boot order
+        let tries = core.snapshot().settings.tries
+        try core.boot.arm(target, tries: tries)
+        try core.mutate { state in
+            state[slot: target.rawValue].state = .staged
+            state.trial = AgentState.Trial(
+                slot: target.rawValue, version: manifest.version, operation: operation.id, armedAt: Timestamp.now())
+        }
+        try core.enter(.staged, message: "slot \(target.rawValue) armed with \(tries) boot attempt(s)")
+        if local.hasPrefix(core.paths.downloads + "/") { unlink(local) }
+        if request.reboot == true {
+            try core.enter(.rebooting)
+            core.actions.reboot("upgrade to \(manifest.version)")
+        }
+    }
+
+    func trustedKeys() throws -> [[UInt8]] {
+        var keys: [[UInt8]] = []
+        for directory in core.paths.keyDirectories {
+            for name in (try? FileManagerLite.list(directory)) ?? [] where name.hasSuffix(".pub") {
+                keys.append(try BundleKeys.read("\(directory)/\(name)", kind: "public"))
+            }
+        }
+        guard !keys.isEmpty else {
+            throw AgentError(
+                422, "no-keys",
+                "this image trusts no signing key (\(core.paths.keyDirectories.joined(separator: ", ")) is empty: built without --sign)"
+            )
+        }
+        return keys
+    }
+
+    func checkVersion(_ manifest: BundleManifest) throws {
+        if let expected = request.expectVersion, expected != manifest.version {
+            throw AgentError(
+                422, "version-mismatch", "the bundle is version \(manifest.version), but \(expected) was expected")
+        }
+        let architecture = Self.machineArchitecture()
+        guard manifest.architecture == architecture else {
+            throw AgentError(
+                422, "wrong-architecture",
+                "the bundle is for \(manifest.architecture); this node is \(architecture)")
+        }
+        if Self.compareVersions(manifest.minimumAgentVersion, core.runningVersion) > 0 {
+            throw AgentError(
+                422, "agent-too-old",
+                "the bundle needs os-agent \(manifest.minimumAgentVersion) or later; this node runs \(core.runningVersion)"
+            )
+        }
+        let state = core.snapshot()
+        if request.force != true, let reason = state.failedVersions[manifest.version] {
+            throw AgentError(
+                409, "failed-version",
+                "version \(manifest.version) failed on this node before (\(reason)); use --force to install it again")
+        }
+        let running = state[slot: core.bootedSlot.rawValue]
+        if manifest.version == core.runningVersion,
+            running.rootDigest == nil || running.rootDigest == manifest.payload("rootfs")?.sha256
+        {
+            throw AgentError(
+                409, "already-running",
+                "version \(manifest.version) is already running (slot \(core.bootedSlot.rawValue))")
+        }
+    }
+
+    func checkPersistSpace(need: UInt64) throws {
+        var info = statvfs()
+        guard statvfs(core.paths.downloads, &info) == 0 else { return }
+        let free = UInt64(info.f_bavail) * UInt64(info.f_frsize)
+        guard free >= need else {
+            throw AgentError(
+                507, "no-space",
+                "PERSIST has \(ByteSize.format(free)) free; the upgrade needs \(ByteSize.format(need)) there")
+        }
+    }
+
+    /// Kernel, initramfs and slot.cfg into the slot's EFI directory, each verified against the manifest.
+    func installBootFiles(
+        bundle: FileDescriptor, head: UpdateBundle.Head, kernel: BundleManifest.Payload,
+        initramfs: BundleManifest.Payload
+    ) throws {
+        let scratch = "\(core.paths.downloads)/boot-\(target.rawValue)"
+        try FileSystem.makeDirectories(scratch, mode: 0o700)
+        defer {
+            for name in ["vmlinuz", "initrd", "slot.cfg"] { unlink("\(scratch)/\(name)") }
+            rmdir(scratch)
+        }
+        for (payload, name) in [(kernel, "vmlinuz"), (initramfs, "initrd")] {
+            let bytes = try bundle.read(at: head.payloadStart + payload.offset, count: Int(payload.size))
+            guard bytes.count == Int(payload.size), SHA256.hex(try SHA256.hash(bytes)) == payload.sha256 else {
+                throw AgentError(422, "bad-bundle", "payload \(payload.name) does not match its signed digest")
+            }
+            try FileSystem.writeDurably(bytes, to: "\(scratch)/\(name)", mode: 0o600)
+        }
+        let files = BootFiles(esp: core.disk.esp)
+        var commandLine = head.manifest.commandLine
+        if commandLine == nil,
+            let current = try files.read(slot: core.bootedSlot.rawValue, name: "slot.cfg", scratch: scratch)
+        {
+            try FileSystem.writeDurably(current, to: "\(scratch)/slot.cfg", mode: 0o600)
+        } else {
+            commandLine = commandLine ?? ""
+        }
+        if let commandLine {
+            try FileSystem.writeDurably(
+                BootFiles.slotConfig(commandLine: commandLine), to: "\(scratch)/slot.cfg", mode: 0o600)
+        }
+        try files.install(
+            slot: target.rawValue,
+            files: [
+                ("vmlinuz", "\(scratch)/vmlinuz"), ("initrd", "\(scratch)/initrd"), ("slot.cfg", "\(scratch)/slot.cfg"),
+            ])
+    }
+
+    static func machineArchitecture() -> String {
+        var name = utsname()
+        uname(&name)
+        let machine = withUnsafePointer(to: name.machine) {
+            $0.withMemoryRebound(to: CChar.self, capacity: 65) { String(cString: $0) }
+        }
+        switch machine {
+        case "x86_64": return "amd64"
+        case "aarch64": return "arm64"
+        default: return machine
+        }
+    }
+
+    /// Numeric dotted comparison ("1.10.0" > "1.9.2"); non-numeric parts compare as text.
+    static func compareVersions(_ a: String, _ b: String) -> Int {
+        let left = a.split(separator: ".")
+        let right = b.split(separator: ".")
+        for index in 0..<max(left.count, right.count) {
+            let x = index < left.count ? String(left[index]) : "0"
+            let y = index < right.count ? String(right[index]) : "0"
+            if let i = Int(x), let j = Int(y) {
+                if i != j { return i < j ? -1 : 1 }
+            } else if x != y {
+                return x < y ? -1 : 1
+            }
+        }
+        return 0
+    }
+}
