@@ -127,12 +127,15 @@ public struct AgentSettings: Codable, Sendable, Equatable {
     public var tries: Int
     /// Seconds the health gate may take on a trial boot before the node reboots.
     public var healthTimeoutSeconds: Int
+    /// OCI registries (`host` or `host:port`) spoken to over plain http instead of https.
+    public var insecureRegistries: [String]?
 
     public static let defaults = AgentSettings(tries: 1, healthTimeoutSeconds: 300)
 
-    public init(tries: Int, healthTimeoutSeconds: Int) {
+    public init(tries: Int, healthTimeoutSeconds: Int, insecureRegistries: [String]? = nil) {
         self.tries = tries
         self.healthTimeoutSeconds = healthTimeoutSeconds
+        self.insecureRegistries = insecureRegistries
     }
 }
 
@@ -140,10 +143,12 @@ public struct AgentSettings: Codable, Sendable, Equatable {
 public struct SettingsUpdate: Codable, Sendable, Equatable {
     public var tries: Int?
     public var healthTimeoutSeconds: Int?
+    public var insecureRegistries: [String]?
 
-    public init(tries: Int? = nil, healthTimeoutSeconds: Int? = nil) {
+    public init(tries: Int? = nil, healthTimeoutSeconds: Int? = nil, insecureRegistries: [String]? = nil) {
         self.tries = tries
         self.healthTimeoutSeconds = healthTimeoutSeconds
+        self.insecureRegistries = insecureRegistries
     }
 }
 

@@ -53,7 +53,7 @@ public struct AgentActions: Sendable {
             HealthReport
 
     public init(
-        fetch: @escaping @Sendable (String, String, @escaping @Sendable (Progress) -> Void) throws -> String,
+        fetch: @escaping @Sendable (String, String, AgentSettings, @escaping @Sendable (Progress) -> Void) throws -> String,
         reboot: @escaping @Sendable (String) -> Void,
         healthGate: @escaping @Sendable (Int, @escaping @Sendable (HealthReport) -> Void) -> HealthReport
     ) {
@@ -458,6 +458,7 @@ public final class AgentCore: Sendable {
         return try mutate { state in
             if let tries = update.tries { state.settings.tries = tries }
             if let timeout = update.healthTimeoutSeconds { state.settings.healthTimeoutSeconds = timeout }
+            if let registries = update.insecureRegistries { state.settings.insecureRegistries = registries }
             return state.settings
         }
     }

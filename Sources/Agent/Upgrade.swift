@@ -22,7 +22,7 @@ struct Upgrade {
         // 1. fetch
         try core.enter(.downloading, message: operation.source)
         try FileSystem.makeDirectories(core.paths.downloads, mode: 0o700)
-        let local = try core.actions.fetch(operation.source, core.paths.downloads) { progress in
+        let local = try core.actions.fetch(operation.source, core.paths.downloads, core.snapshot().settings) { progress in
             core.setProgress(progress)
         }
 

@@ -36,9 +36,24 @@ public struct BuildConfig: Sendable, Equatable {
         "slot-size", "persist-size", "cmdline",
     ]
 
-    public static func load(path: String) throws -> BuildConfig {
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+    /// Reads a configuration file; `overrides` ("key=value", from `hcos build --set`) replace
+    /// the file's value of a key, or add one.
+    public static func load(path: String, overrides: [String] = []) throws -> BuildConfig {
+        guard var text = try? String(contentsOfFile: path, encoding: .utf8) else {
             throw HCOSError(.invalidConfig, "cannot read configuration file \(path)")
+        }
+        for override in overrides {
+            guard let equals = override.firstIndex(of: "="), equals != override.startIndex else {
+                throw HCOSError(.invalidArgument, "--set expects KEY=VALUE, got '\(override)'")
+            }
+            let key = override[..<equals].trimmingCharacters(in: .whitespaces)
+            let lines = text.split(separator: "\n", omittingEmptySubsequences: false).filter { line in
+                guard let sign = line.firstIndex(of: "="), !line.trimmingCharacters(in: .whitespaces).hasPrefix("#") else {
+                    return true
+                }
+                return line[..<sign].trimmingCharacters(in: .whitespaces) != key
+            }
+            text = lines.joined(separator: "\n") + "\n" + override + "\n"
         }
         var config = try parse(text, source: path)
         config.baseDirectory = (path as NSString).deletingLastPathComponent

@@ -9,7 +9,8 @@ import VM
 // libraries; this file parses the command line.
 
 let usage = """
-    usage: hcos build [--config FILE] [--output DIR] [--cache DIR] [--no-qcow2] [--refresh] [--sign KEY]
+    usage: hcos build [--config FILE] [--set KEY=VALUE]... [--output DIR] [--cache DIR] [--no-qcow2]
+                      [--refresh] [--sign KEY]
            hcos vm IMAGE [--memory MB] [--disk-size SIZE] [--wait-ready] [--serial-log FILE]
                          [--debug-shell] [--uefi] [--report]
            hcos keygen --output PREFIX
@@ -19,7 +20,7 @@ let usage = """
             into DIR (default: build/out): hcos-VERSION.img (raw), .qcow2, the root image,
             kernel, initramfs and hcos-VERSION.build.json
             with --sign KEY also a signed update bundle, hcos-VERSION.bundle, whose public key
-            the image trusts
+            the image trusts; --set overrides one configuration key (e.g. --set version=2.0.0)
     keygen  makes an Ed25519 signing key pair: PREFIX.key (private, mode 0600) and PREFIX.pub
     bundle verify  checks a bundle's signature against a public key and every payload's digest
     vm      boots IMAGE in qemu on a copy of the image (the image itself is never modified)
@@ -72,13 +73,25 @@ func dataDirectory() -> String {
 }
 
 func build(_ arguments: [String]) {
+    // --set may repeat: collect it before the single-valued options.
+    var overrides: [String] = []
+    var rest: [String] = []
+    var remaining = arguments[...]
+    while let argument = remaining.popFirst() {
+        if argument == "--set" {
+            guard let value = remaining.popFirst() else { fail("--set needs KEY=VALUE\n\(usage)", status: 2) }
+            overrides.append(value)
+        } else {
+            rest.append(argument)
+        }
+    }
     let options = Options(
-        arguments, valued: ["--config", "--output", "--cache", "--sign"], flags: ["--no-qcow2", "--refresh"])
+        rest, valued: ["--config", "--output", "--cache", "--sign"], flags: ["--no-qcow2", "--refresh"])
     guard options.positional.isEmpty else { fail("unexpected argument \(options.positional[0])\n\(usage)", status: 2) }
     let data = dataDirectory()
     let configPath = options.values["--config"] ?? "\(data)/hcos.conf"
     do {
-        let config = try BuildConfig.load(path: configPath)
+        let config = try BuildConfig.load(path: configPath, overrides: overrides)
         let agent = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
             .deletingLastPathComponent().appendingPathComponent("os-agent").path
         var buildOptions = Build.Options(

@@ -11,15 +11,24 @@ import Node
 //   os-agent grow-persist            grow PERSIST to fill the disk (first boot; idempotent)
 //   os-agent report [--marker WORD]  print the node's boot report as one JSON line
 //   os-agent power-button DEVICE     power off cleanly when the ACPI power button is pressed
+//   os-agent serve                   the daemon: API on /run/hcos/agent.sock, upgrades, health gate
+//   os-agent ctl ARGS / hcosctl ARGS the command-line client of the API
 
 let usage = """
-    usage: os-agent grow-persist
+    usage: os-agent serve
+           os-agent ctl ARGS...   (the same as hcosctl ARGS...)
+           os-agent grow-persist
            os-agent report [--marker WORD]
            os-agent power-button DEVICE
     """
 
 let logger = Logger(label: "os-agent")
 var arguments = Array(CommandLine.arguments.dropFirst())
+
+// One binary, two names: started as hcosctl it is the API client.
+if CommandLine.arguments.first.map({ $0.split(separator: "/").last == "hcosctl" }) == true {
+    exit(Hcosctl.main(arguments))
+}
 
 func fail(_ message: String, status: Int32 = 1) -> Never {
     logger.error(message)
@@ -57,6 +66,15 @@ case "power-button":
     } catch {
         fail("power button: \(error)")
     }
+case "serve":
+    guard arguments.isEmpty else { fail(usage, status: 2) }
+    do {
+        try Serve.run(logger: logger)
+    } catch {
+        fail("cannot start the agent: \(error)")
+    }
+case "ctl":
+    exit(Hcosctl.main(arguments))
 case "-h", "--help", "help":
     print(usage)
 default:

@@ -49,7 +49,7 @@ struct AgentEngineTests {
             paths.commandLine = "\(directory)/cmdline"
             paths.watchdog = "\(directory)/no-watchdog"
             let actions = AgentActions(
-                fetch: { source, _, _ in source },
+                fetch: { source, _, _, _ in source },
                 reboot: { [self] reason in reboots.withLock { $0.append(reason) } },
                 healthGate: { [self] _, onRound in
                     let passed = healthPasses.withLock { $0 }
