@@ -96,6 +96,22 @@ public enum UnixSocket {
         unlink(path)
     }
 
+    /// A connected pair of sockets (close-on-exec): a wake-up channel between threads.
+    public static func pair() throws(SystemError) -> (Int32, Int32) {
+        var fds: [Int32] = [-1, -1]
+        try Syscall.call("socketpair") {
+            socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds)
+        }
+        return (fds[0], fds[1])
+    }
+
+    /// Makes calls on `fd` fail with EAGAIN instead of blocking (a listener whose connection went
+    /// away between poll and accept).
+    public static func setNonBlocking(_ fd: Int32) throws(SystemError) {
+        let flags = try Syscall.call("fcntl(F_GETFL)") { fcntl(fd, F_GETFL) }
+        try Syscall.call("fcntl(F_SETFL)") { fcntl(fd, F_SETFL, flags | O_NONBLOCK) }
+    }
+
     /// Accepts one connection (close-on-exec).
     public static func accept(_ listener: Int32) throws(SystemError) -> Int32 {
         try Syscall.call("accept") { hcos_accept_cloexec(listener) }
