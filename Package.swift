@@ -37,6 +37,8 @@ let package = Package(
             name: "Builder", dependencies: ["HCOSCore", "Disk", "GrubEnv", "ELF", "Archive", "Digest", "Bundle"]),
         // qemu runner, serial console and debug-shell client.
         .target(name: "VM", dependencies: ["HCOSCore", "Disk", "GrubEnv"]),
+        // HTTP/1.1 over a Unix socket: os-agent's API server and hcosctl's client.
+        .target(name: "AgentHTTP", dependencies: ["HCOSCore"]),
         // Code that runs on the node: first-boot PERSIST growth, boot report.
         .target(name: "Node", dependencies: ["HCOSCore", "Disk"]),
 
@@ -53,6 +55,7 @@ let package = Package(
             name: "HCOSTests",
             dependencies: [
                 "HCOSCore", "Disk", "GrubEnv", "ELF", "Archive", "Digest", "Builder", "VM", "Node", "Bundle", "Agent",
+                "AgentHTTP",
             ]),
         .testTarget(
             name: "SystemTests",

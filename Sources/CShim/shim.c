@@ -5,6 +5,7 @@
 #include <linux/fs.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #ifndef EXT4_IOC_RESIZE_FS
@@ -32,3 +33,16 @@ int hcos_blkpg_resize_partition(int fd, int partno, int64_t start_bytes, int64_t
 int hcos_block_flush(int fd) { return ioctl(fd, BLKFLSBUF, 0); }
 
 int hcos_ext4_resize(int fd, uint64_t new_blocks) { return ioctl(fd, EXT4_IOC_RESIZE_FS, &new_blocks); }
+
+int hcos_accept_cloexec(int fd) { return accept4(fd, NULL, NULL, SOCK_CLOEXEC); }
+
+int hcos_peer_credentials(int fd, int32_t *pid, uint32_t *uid, uint32_t *gid) {
+    struct ucred cred;
+    socklen_t length = sizeof cred;
+    int result = getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &length);
+    if (result != 0) return result;
+    *pid = cred.pid;
+    *uid = cred.uid;
+    *gid = cred.gid;
+    return 0;
+}

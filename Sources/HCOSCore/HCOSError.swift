@@ -20,6 +20,7 @@ public struct HCOSError: Error, CustomStringConvertible, Sendable {
         case unsupported = "unsupported"
         case noSpace = "no space"
         case ambiguous = "ambiguous"
+        case inUse = "in use"
     }
 
     public let code: Code

@@ -15,4 +15,9 @@ int hcos_blkpg_resize_partition(int fd, int partno, int64_t start_bytes, int64_t
 int hcos_block_flush(int fd);
 // ext4 online resize (EXT4_IOC_RESIZE_FS) on any fd of the mounted filesystem.
 int hcos_ext4_resize(int fd, uint64_t new_blocks);
+
+// accept4(SOCK_CLOEXEC): the accepted descriptor never leaks into a spawned child.
+int hcos_accept_cloexec(int fd);
+// SO_PEERCRED of a connected AF_UNIX socket (struct ucred is a GNU extension).
+int hcos_peer_credentials(int fd, int32_t *pid, uint32_t *uid, uint32_t *gid);
 #endif
