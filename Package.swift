@@ -15,6 +15,7 @@ let package = Package(
         // C libraries from Debian, wrapped once each.
         .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
         .systemLibrary(name: "CCrypto", path: "Sources/CCrypto"),
+        .systemLibrary(name: "CCurl", path: "Sources/CCurl"),
 
         // What Glibc does not export: GNU extensions and ioctl numbers, prefixed hcos_.
         .target(name: "CShim"),
@@ -32,6 +33,8 @@ let package = Package(
         .target(name: "Digest", dependencies: ["HCOSCore", "CCrypto"]),
         // The signed update bundle: manifest, signature, payloads (DESIGN §4).
         .target(name: "Bundle", dependencies: ["HCOSCore", "Digest"]),
+        // Update sources for os-agent: a file, http(s) with resume, an OCI registry (libcurl).
+        .target(name: "Fetch", dependencies: ["HCOSCore", "Digest", "CCurl"]),
         // hcos build: Debian packages -> trimmed root -> read-only image -> GPT disk.
         .target(
             name: "Builder", dependencies: ["HCOSCore", "Disk", "GrubEnv", "ELF", "Archive", "Digest", "Bundle"]),
@@ -50,6 +53,7 @@ let package = Package(
             name: "HCOSTests",
             dependencies: [
                 "HCOSCore", "Disk", "GrubEnv", "ELF", "Archive", "Digest", "Builder", "VM", "Node", "Bundle",
+                "Fetch",
             ]),
         .testTarget(
             name: "SystemTests", dependencies: ["HCOSCore", "Disk", "GrubEnv", "Builder", "VM", "Digest", "Node"]),
