@@ -15,6 +15,7 @@ let package = Package(
         // C libraries from Debian, wrapped once each.
         .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
         .systemLibrary(name: "CCrypto", path: "Sources/CCrypto"),
+        .systemLibrary(name: "CCurl", path: "Sources/CCurl"),
 
         // What Glibc does not export: GNU extensions and ioctl numbers, prefixed hcos_.
         .target(name: "CShim"),
@@ -32,6 +33,8 @@ let package = Package(
         .target(name: "Digest", dependencies: ["HCOSCore", "CCrypto"]),
         // The signed update bundle: manifest, signature, payloads (DESIGN §4).
         .target(name: "Bundle", dependencies: ["HCOSCore", "Digest"]),
+        // Update sources for os-agent: a file, http(s) with resume, an OCI registry (libcurl).
+        .target(name: "Fetch", dependencies: ["HCOSCore", "Digest", "CCurl"]),
         // hcos build: Debian packages -> trimmed root -> read-only image -> GPT disk.
         .target(
             name: "Builder", dependencies: ["HCOSCore", "Disk", "GrubEnv", "ELF", "Archive", "Digest", "Bundle"]),
@@ -43,19 +46,20 @@ let package = Package(
         .target(name: "Node", dependencies: ["HCOSCore", "Disk"]),
 
         // os-agent's engine: slots, GRUB environment transitions, upgrade steps, health gate.
-        .target(name: "Agent", dependencies: ["HCOSCore", "Disk", "GrubEnv", "Digest", "Bundle", "Node"]),
+        .target(name: "Agent", dependencies: ["HCOSCore", "Disk", "GrubEnv", "Digest", "Bundle", "Node", "AgentHTTP"]),
 
         .executableTarget(
             name: "hcos", dependencies: ["Builder", "VM", "HCOSCore", "GrubEnv", "Node", "Bundle", "Digest"]),
         // make bench: hcos vs a standard Debian cloud-style image, booted the same way.
         .executableTarget(name: "hcos-bench", dependencies: ["Builder", "VM", "HCOSCore", "Node", "Disk"]),
-        .executableTarget(name: "os-agent", dependencies: ["Node", "HCOSCore", "Agent"]),
+        .executableTarget(
+            name: "os-agent", dependencies: ["Node", "HCOSCore", "Agent", "AgentHTTP", "Fetch", "Digest"]),
 
         .testTarget(
             name: "HCOSTests",
             dependencies: [
                 "HCOSCore", "Disk", "GrubEnv", "ELF", "Archive", "Digest", "Builder", "VM", "Node", "Bundle", "Agent",
-                "AgentHTTP",
+                "AgentHTTP", "Fetch",
             ]),
         .testTarget(
             name: "SystemTests",
