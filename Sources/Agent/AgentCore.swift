@@ -44,8 +44,10 @@ public struct AgentPaths: Sendable {
 public struct AgentActions: Sendable {
     /// Makes SOURCE a complete local file; returns its path (a local file source is used in place).
     public var fetch:
-        @Sendable (_ source: String, _ downloads: String, _ progress: @escaping @Sendable (Progress) -> Void)
-            throws -> String
+        @Sendable (
+            _ source: String, _ downloads: String, _ settings: AgentSettings,
+            _ progress: @escaping @Sendable (Progress) -> Void
+        ) throws -> String
     public var reboot: @Sendable (_ reason: String) -> Void
     /// Runs a trial boot's health gate; returns the last report (passed or not).
     public var healthGate:

@@ -5,6 +5,7 @@
 #include <linux/fs.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/reboot.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -46,3 +47,5 @@ int hcos_peer_credentials(int fd, int32_t *pid, uint32_t *uid, uint32_t *gid) {
     *gid = cred.gid;
     return 0;
 }
+
+int hcos_reboot_now(void) { return reboot(RB_AUTOBOOT); }

@@ -1,3 +1,4 @@
+import CShim
 #if canImport(Glibc)
     import Glibc
 #endif
@@ -16,5 +17,12 @@ public enum Syscall {
             if err == EINTR { continue }
             throw SystemError(name, errno: err, subject: subject)
         }
+    }
+
+    /// Syncs the file systems and restarts the machine at once (the last resort when systemd
+    /// cannot reboot). Returns only if the kernel refused (not root).
+    public static func rebootNow() throws(SystemError) {
+        sync()
+        try call("reboot") { hcos_reboot_now() }
     }
 }

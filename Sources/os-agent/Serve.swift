@@ -66,13 +66,11 @@ enum Serve {
             command.timeout = 30
             if (try? command.run()) == nil {
                 logger.warning("systemctl reboot failed; rebooting through the kernel")
-                sync()
-                _ = Glibc.reboot(Int32(bitPattern: 0x0123_4567))
+                try? Syscall.rebootNow()
             }
             DispatchQueue.global().asyncAfter(deadline: .now() + 60) {
                 logger.warning("systemd did not reboot within 60 s; rebooting through the kernel")
-                sync()
-                _ = Glibc.reboot(Int32(bitPattern: 0x0123_4567))
+                try? Syscall.rebootNow()
             }
         }
     }

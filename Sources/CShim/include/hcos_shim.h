@@ -20,4 +20,6 @@ int hcos_ext4_resize(int fd, uint64_t new_blocks);
 int hcos_accept_cloexec(int fd);
 // SO_PEERCRED of a connected AF_UNIX socket (struct ucred is a GNU extension).
 int hcos_peer_credentials(int fd, int32_t *pid, uint32_t *uid, uint32_t *gid);
+// reboot(RB_AUTOBOOT): restart now, without systemd (the caller syncs first).
+int hcos_reboot_now(void);
 #endif
