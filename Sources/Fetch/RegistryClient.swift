@@ -1,3 +1,4 @@
+import Bundle
 import Digest
 import FoundationEssentials
 import HCOSCore
@@ -5,14 +6,6 @@ import HCOSCore
 #if canImport(Glibc)
     import Glibc
 #endif
-
-/// The media types of an hcos bundle stored as an OCI artifact: an OCI image manifest whose
-/// config (and `artifactType`) is `config`, with exactly one layer of type `layer` whose blob is
-/// the bundle file.
-public enum BundleArtifact {
-    public static let config = "application/vnd.hcos.bundle.config.v1+json"
-    public static let layer = "application/vnd.hcos.bundle.v1"
-}
 
 /// A client of the OCI distribution specification v1.1 (the registry HTTP API, /v2/...),
 /// limited to what pulling a bundle needs: resolve a manifest (following one index level),
