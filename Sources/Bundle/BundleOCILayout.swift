@@ -74,7 +74,8 @@ public enum BundleOCILayout {
         try placeBlob(bundle, at: "\(blobs)/\(bundleHex)")
 
         let config = try encode(
-            Config(version: manifest.version, architecture: manifest.architecture, kernelVersion: manifest.kernelVersion))
+            Config(
+                version: manifest.version, architecture: manifest.architecture, kernelVersion: manifest.kernelVersion))
         let configDescriptor = try writeBlob(config, mediaType: BundleArtifact.config, into: blobs)
         let bundleName = bundle.split(separator: "/").last.map(String.init) ?? bundle
         let artifact = try encode(

@@ -85,7 +85,9 @@ final class RegistryClient {
             )
         }
         let child = try getManifest(entry.digest)
-        guard !child.isIndex else { throw HCOSError(.unsupported, "\(reference): nested image indexes are not supported") }
+        guard !child.isIndex else {
+            throw HCOSError(.unsupported, "\(reference): nested image indexes are not supported")
+        }
         return child
     }
 
@@ -167,10 +169,14 @@ final class RegistryClient {
         let (_, bytes) = try getSmall(url, headers: [])
         struct TokenResponse: Decodable {
             var token: String?
-            var access_token: String?
+            var accessToken: String?
+            enum CodingKeys: String, CodingKey {
+                case token
+                case accessToken = "access_token"
+            }
         }
         guard let decoded = try? JSONDecoder().decode(TokenResponse.self, from: Data(bytes)),
-            let token = decoded.token ?? decoded.access_token, !token.isEmpty
+            let token = decoded.token ?? decoded.accessToken, !token.isEmpty
         else {
             throw HCOSError(.corrupt, "GET \(realm): the token response has no token")
         }
@@ -236,7 +242,8 @@ struct Manifest: Decodable, Sendable {
                     "\(reference) is not an hcos bundle artifact: no layer of media type \(BundleArtifact.layer) (layers: \(found.isEmpty ? "none" : found))"
                 )
             }
-            throw HCOSError(.ambiguous, "\(reference) has \(bundles.count) layers of media type \(BundleArtifact.layer)")
+            throw HCOSError(
+                .ambiguous, "\(reference) has \(bundles.count) layers of media type \(BundleArtifact.layer)")
         }
         guard OCIReference.isSHA256Digest(layer.digest) else {
             throw HCOSError(.unsupported, "\(reference): layer digest \(layer.digest) is not a sha256 digest")

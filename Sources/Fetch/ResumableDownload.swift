@@ -112,7 +112,9 @@ struct ResumableDownload {
                 onBody: { bytes in
                     if failure != nil {
                         // Keep the start of an error body: registries explain the error there.
-                        if let count = failure?.body.count, count < 65536 { failure?.body += bytes.prefix(65536 - count) }
+                        if let count = failure?.body.count, count < 65536 {
+                            failure?.body += bytes.prefix(65536 - count)
+                        }
                     } else if !rangeNotSatisfiable {
                         try sink.append(bytes, total: total)
                     }

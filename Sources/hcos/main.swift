@@ -138,7 +138,9 @@ func bundle(_ arguments: [String]) {
             let written = try BundleOCILayout.write(bundle: options.positional[1], to: output)
             print("wrote \(written.directory): hcos \(written.version) bundle as an OCI artifact")
             print("  manifest \(written.manifestDigest), bundle blob \(written.bundleDigest)")
-            print("  push: skopeo copy oci:\(written.directory):\(written.version) docker://REGISTRY/REPOSITORY:\(written.version)")
+            print(
+                "  push: skopeo copy oci:\(written.directory):\(written.version) docker://REGISTRY/REPOSITORY:\(written.version)"
+            )
         } catch {
             fail("\(error)")
         }

@@ -72,7 +72,8 @@ struct FetchHTTPTests {
         defer { server.stop() }
         let destination = "\(directory)/hcos.bundle"
         try Data([UInt8](repeating: 1, count: 4096)).write(to: URL(fileURLWithPath: destination + ".part"))
-        try "source \(server.baseURL)/old\n".write(toFile: destination + ".part.info", atomically: true, encoding: .utf8)
+        try "source \(server.baseURL)/old\n".write(
+            toFile: destination + ".part.info", atomically: true, encoding: .utf8)
         let result = try Fetcher(logger: .silent).fetch(.http("\(server.baseURL)/new"), to: destination) { _ in }
         #expect(result.resumedFrom == 0)
         #expect(server.requests.first?.headers["range"] == nil)
@@ -118,7 +119,9 @@ struct FetchHTTPTests {
             try fetcher.fetch(.http("\(server.baseURL)/b"), to: destination, progress: { _ in })
         }
         #expect(error?.code == .io)
-        #expect(error?.message.contains("GET \(server.baseURL)/b: the connection broke") == true, "\(String(describing: error))")
+        #expect(
+            error?.message.contains("GET \(server.baseURL)/b: the connection broke") == true,
+            "\(String(describing: error))")
         let partial = try readFile(destination + ".part")
         #expect(partial == Array(source.prefix(1_500_000)))
         #expect(!FileManager.default.fileExists(atPath: destination))

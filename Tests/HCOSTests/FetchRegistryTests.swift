@@ -49,7 +49,8 @@ struct FetchRegistryTests {
         let files = try FileManager.default.subpathsOfDirectory(atPath: fixture.layout.directory).sorted()
         #expect(files == (try FileManager.default.subpathsOfDirectory(atPath: again.directory).sorted()))
         for file in files where !FileSystem.isDirectory("\(again.directory)/\(file)") {
-            #expect(try Fixture.read("\(again.directory)/\(file)") == Fixture.read("\(fixture.layout.directory)/\(file)"))
+            #expect(
+                try Fixture.read("\(again.directory)/\(file)") == Fixture.read("\(fixture.layout.directory)/\(file)"))
         }
         #expect(try Fixture.read("\(again.directory)/oci-layout") == Array(#"{"imageLayoutVersion":"1.0.0"}"#.utf8))
 
@@ -148,7 +149,9 @@ struct FetchRegistryTests {
                 return .init(status: 200, body: Array(#"{"token":"t0k"}"#.utf8))
             }
             if request.path.hasPrefix("/storage/") {
-                guard var bytes = try? Fixture.read(blobs + request.path.dropFirst(9)) else { return .init(status: 404) }
+                guard var bytes = try? Fixture.read(blobs + request.path.dropFirst(9)) else {
+                    return .init(status: 404)
+                }
                 if tamper { bytes[bytes.count / 2] ^= 0x55 }
                 return TestHTTPServer.files([request.path: bytes])(request)
             }

@@ -152,7 +152,9 @@ final class TestHTTPServer: Sendable {
             if honourRange, let range = request.headers["range"], range.hasPrefix("bytes=") {
                 let spec = range.dropFirst(6).split(separator: "-", omittingEmptySubsequences: false)
                 let start = Int(spec[0]) ?? 0
-                let end = spec.count > 1 && !spec[1].isEmpty ? min(Int(spec[1]) ?? bytes.count - 1, bytes.count - 1) : bytes.count - 1
+                let end =
+                    spec.count > 1 && !spec[1].isEmpty
+                    ? min(Int(spec[1]) ?? bytes.count - 1, bytes.count - 1) : bytes.count - 1
                 guard start < bytes.count else {
                     return Response(status: 416, headers: headers + [("Content-Range", "bytes */\(bytes.count)")])
                 }
@@ -167,7 +169,10 @@ final class TestHTTPServer: Sendable {
 
 extension [UInt8] {
     fileprivate var containsHeadEnd: Bool {
-        count >= 4 && (0...(count - 4)).contains { self[$0] == 13 && self[$0 + 1] == 10 && self[$0 + 2] == 13 && self[$0 + 3] == 10 }
+        count >= 4
+            && (0...(count - 4)).contains {
+                self[$0] == 13 && self[$0 + 1] == 10 && self[$0 + 2] == 13 && self[$0 + 3] == 10
+            }
     }
 }
 
