@@ -34,7 +34,7 @@ let package = Package(
         // The signed update bundle: manifest, signature, payloads (DESIGN §4).
         .target(name: "Bundle", dependencies: ["HCOSCore", "Digest"]),
         // Update sources for os-agent: a file, http(s) with resume, an OCI registry (libcurl).
-        .target(name: "Fetch", dependencies: ["HCOSCore", "Digest", "CCurl"]),
+        .target(name: "Fetch", dependencies: ["HCOSCore", "Digest", "Bundle", "CCurl"]),
         // hcos build: Debian packages -> trimmed root -> read-only image -> GPT disk.
         .target(
             name: "Builder", dependencies: ["HCOSCore", "Disk", "GrubEnv", "ELF", "Archive", "Digest", "Bundle"]),

@@ -24,6 +24,8 @@ public struct BuildResult: Codable, Sendable {
     public var qcow2Size: UInt64?
     public var keptFiles: Int
     public var bundle: String?
+    /// With a bundle: the OCI image layout holding it as an artifact (push with skopeo).
+    public var ociLayout: String?
 }
 
 /// `hcos build`: Debian packages → trimmed root → read-only image → kernel + initramfs → ESP →
@@ -241,6 +243,7 @@ public struct Build {
         }
 
         var bundle: String?
+        var ociLayout: String?
         if let signingKey {
             let path = "\(options.output)/\(name).bundle"
             logger.info("  signed update bundle \(path)")
@@ -252,6 +255,8 @@ public struct Build {
                 payloads: [("kernel", kernel), ("initramfs", initramfs), ("rootfs", rootImage)], privateKey: signingKey,
                 to: path)
             bundle = path
+            ociLayout = try BundleOCILayout.write(bundle: path, to: "\(options.output)/\(name).oci").directory
+            logger.info("  OCI artifact layout \(ociLayout ?? "")")
         }
 
         let result = BuildResult(
@@ -259,7 +264,8 @@ public struct Build {
             rootCompression: config.rootCompression, rootImage: rootImage, rootDigest: rootDigest, rootSize: rootSize,
             rootTreeSize: treeSize, kernel: kernel, initramfs: initramfs, initramfsSize: Self.fileSize(initramfs),
             diskImage: disk, diskSize: config.diskSize, diskAllocated: Self.allocatedSize(disk), qcow2Image: qcow2,
-            qcow2Size: qcow2.map(Self.fileSize), keptFiles: kept.count, bundle: bundle)
+            qcow2Size: qcow2.map(Self.fileSize), keptFiles: kept.count, bundle: bundle,
+            ociLayout: ociLayout)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try encoder.encode(result).write(to: URL(fileURLWithPath: "\(options.output)/\(name).build.json"))

@@ -2,6 +2,10 @@ import CCurl
 import FoundationEssentials
 import HCOSCore
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// One HTTP GET as libcurl should perform it.
 struct HTTPRequest: Sendable {
     var url: String
@@ -150,7 +154,9 @@ final class CurlEasy {
         var errorCode = HCOSError.Code.io
         switch code {
         case CURLE_COULDNT_CONNECT:
-            what = cause.text.contains("refused") ? "connection refused" : "cannot connect"
+            var osErrno = 0
+            _ = hcos_curl_getinfo_long(handle, CURLINFO_OS_ERRNO, &osErrno)
+            what = osErrno == Int(ECONNREFUSED) ? "connection refused" : "cannot connect"
         case CURLE_COULDNT_RESOLVE_HOST, CURLE_COULDNT_RESOLVE_PROXY:
             what = "cannot resolve the host name"
         case CURLE_OPERATION_TIMEDOUT:

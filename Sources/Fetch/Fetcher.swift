@@ -69,7 +69,9 @@ public struct Fetcher: Sendable {
         do {
             switch source {
             case .file(let path):
-                return try local(path)
+                let result = try local(path)
+                progress(FetchProgress(done: result.size, total: result.size))
+                return result
             case .http(let url):
                 let download = ResumableDownload(
                     curl: try CurlEasy(), request: request(url), destination: destination, identity: url,
@@ -146,6 +148,7 @@ struct HTTPStatusError: Error, Sendable {
         guard let decoded = try? JSONDecoder().decode(Body.self, from: Data(body)), !decoded.errors.isEmpty else {
             return nil
         }
-        return decoded.errors.map { entry in entry.message.map { "\(entry.code): \($0)" } ?? entry.code }.joined(separator: "; ")
+        return decoded.errors.map { entry in entry.message.map { "\(entry.code): \($0)" } ?? entry.code }.joined(
+            separator: "; ")
     }
 }

@@ -1,3 +1,4 @@
+import Bundle
 import Digest
 import FoundationEssentials
 import HCOSCore
@@ -5,14 +6,6 @@ import HCOSCore
 #if canImport(Glibc)
     import Glibc
 #endif
-
-/// The media types of an hcos bundle stored as an OCI artifact: an OCI image manifest whose
-/// config (and `artifactType`) is `config`, with exactly one layer of type `layer` whose blob is
-/// the bundle file.
-public enum BundleArtifact {
-    public static let config = "application/vnd.hcos.bundle.config.v1+json"
-    public static let layer = "application/vnd.hcos.bundle.v1"
-}
 
 /// A client of the OCI distribution specification v1.1 (the registry HTTP API, /v2/...),
 /// limited to what pulling a bundle needs: resolve a manifest (following one index level),
@@ -92,7 +85,9 @@ final class RegistryClient {
             )
         }
         let child = try getManifest(entry.digest)
-        guard !child.isIndex else { throw HCOSError(.unsupported, "\(reference): nested image indexes are not supported") }
+        guard !child.isIndex else {
+            throw HCOSError(.unsupported, "\(reference): nested image indexes are not supported")
+        }
         return child
     }
 
@@ -174,10 +169,14 @@ final class RegistryClient {
         let (_, bytes) = try getSmall(url, headers: [])
         struct TokenResponse: Decodable {
             var token: String?
-            var access_token: String?
+            var accessToken: String?
+            enum CodingKeys: String, CodingKey {
+                case token
+                case accessToken = "access_token"
+            }
         }
         guard let decoded = try? JSONDecoder().decode(TokenResponse.self, from: Data(bytes)),
-            let token = decoded.token ?? decoded.access_token, !token.isEmpty
+            let token = decoded.token ?? decoded.accessToken, !token.isEmpty
         else {
             throw HCOSError(.corrupt, "GET \(realm): the token response has no token")
         }
@@ -243,7 +242,8 @@ struct Manifest: Decodable, Sendable {
                     "\(reference) is not an hcos bundle artifact: no layer of media type \(BundleArtifact.layer) (layers: \(found.isEmpty ? "none" : found))"
                 )
             }
-            throw HCOSError(.ambiguous, "\(reference) has \(bundles.count) layers of media type \(BundleArtifact.layer)")
+            throw HCOSError(
+                .ambiguous, "\(reference) has \(bundles.count) layers of media type \(BundleArtifact.layer)")
         }
         guard OCIReference.isSHA256Digest(layer.digest) else {
             throw HCOSError(.unsupported, "\(reference): layer digest \(layer.digest) is not a sha256 digest")

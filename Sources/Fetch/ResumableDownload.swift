@@ -35,7 +35,16 @@ struct ResumableDownload {
     static let progressInterval = Duration.milliseconds(100)
 
     func run(progress: (FetchProgress) -> Void) throws -> FetchResult {
-        try withoutActuallyEscaping(progress) { try attempt(progress: $0) }
+        do {
+            return try withoutActuallyEscaping(progress) { try attempt(progress: $0) }
+        } catch let error as SystemError {
+            // Every local file failure says which file; a full disk has its own code.
+            let subject = error.subject ?? part
+            if error.errno == ENOSPC || error.errno == EDQUOT {
+                throw HCOSError(.noSpace, "writing \(subject): no space left on the device", cause: error)
+            }
+            throw HCOSError(.io, "downloading \(request.url) to \(subject) failed", cause: error)
+        }
     }
 
     private func attempt(progress: @escaping (FetchProgress) -> Void) throws -> FetchResult {
@@ -49,7 +58,7 @@ struct ResumableDownload {
             logger.info("discarding a partial download longer than the blob", [("bytes", "\(offset)")])
             offset = 0
         }
-        if offset == 0 { try file.truncate(to: 0) }
+        if offset == 0, try file.size() > 0 { try file.truncate(to: 0) }
         let sink = try Sink(file: file, offset: offset, hashing: expected != nil, progress: progress)
 
         if let expected, offset == expected.size {
@@ -103,7 +112,9 @@ struct ResumableDownload {
                 onBody: { bytes in
                     if failure != nil {
                         // Keep the start of an error body: registries explain the error there.
-                        if let count = failure?.body.count, count < 65536 { failure?.body += bytes.prefix(65536 - count) }
+                        if let count = failure?.body.count, count < 65536 {
+                            failure?.body += bytes.prefix(65536 - count)
+                        }
                     } else if !rangeNotSatisfiable {
                         try sink.append(bytes, total: total)
                     }
@@ -262,6 +273,11 @@ private final class Sink {
 struct ContentRange: Equatable {
     var start: UInt64?
     var total: UInt64?
+
+    init(start: UInt64?, total: UInt64?) {
+        self.start = start
+        self.total = total
+    }
 
     init?(_ text: String?) {
         guard let text, text.hasPrefix("bytes ") else { return nil }

@@ -15,7 +15,8 @@ public enum UpdateSource: Sendable, Equatable, CustomStringConvertible {
     /// `registry[:port]/repository[/...]:tag` or `registry[:port]/repository@sha256:<64 hex>`.
     public static func parse(_ text: String) throws -> UpdateSource {
         guard !text.isEmpty else {
-            throw HCOSError(.invalidArgument, "empty update source (expected a path, an http(s) URL or an OCI reference)")
+            throw HCOSError(
+                .invalidArgument, "empty update source (expected a path, an http(s) URL or an OCI reference)")
         }
         guard !text.contains(where: { $0.isWhitespace || $0.asciiValue.map { $0 < 0x20 || $0 == 0x7f } == true })
         else {
@@ -98,7 +99,9 @@ public struct OCIReference: Sendable, Equatable, CustomStringConvertible {
             rest = rest[..<at]
         }
         guard let slash = rest.firstIndex(of: "/") else {
-            throw invalid("expected registry/repository:tag (the registry must be named, e.g. registry.example.com/hcos/bundle:1.0.0)")
+            throw invalid(
+                "expected registry/repository:tag (the registry must be named, e.g. registry.example.com/hcos/bundle:1.0.0)"
+            )
         }
         let registry = String(rest[..<slash])
         guard isRegistry(registry) else {
@@ -126,7 +129,8 @@ public struct OCIReference: Sendable, Equatable, CustomStringConvertible {
             )
         }
         guard tag != nil || digest != nil else {
-            throw invalid("name a tag (:1.0.0) or a digest (@sha256:...); an OS update is not fetched by an implied tag")
+            throw invalid(
+                "name a tag (:1.0.0) or a digest (@sha256:...); an OS update is not fetched by an implied tag")
         }
         return OCIReference(registry: registry, repository: repository, tag: tag, digest: digest)
     }

@@ -15,14 +15,18 @@ let usage = """
                          [--debug-shell] [--uefi] [--report]
            hcos keygen --output PREFIX
            hcos bundle verify BUNDLE --key PUBLIC-KEY
+           hcos bundle oci BUNDLE --output DIR
 
     build   builds the OS image from Debian packages (default config: image/hcos.conf)
             into DIR (default: build/out): hcos-VERSION.img (raw), .qcow2, the root image,
             kernel, initramfs and hcos-VERSION.build.json
             with --sign KEY also a signed update bundle, hcos-VERSION.bundle, whose public key
-            the image trusts; --set overrides one configuration key (e.g. --set version=2.0.0)
+            the image trusts, and hcos-VERSION.oci/, an OCI image layout holding that bundle
+            as an OCI artifact (push it with: skopeo copy oci:DIR:VERSION docker://REGISTRY/REPO:VERSION)
+            --set overrides one configuration key (e.g. --set version=2.0.0)
     keygen  makes an Ed25519 signing key pair: PREFIX.key (private, mode 0600) and PREFIX.pub
     bundle verify  checks a bundle's signature against a public key and every payload's digest
+    bundle oci     writes BUNDLE as an OCI artifact in the OCI image layout DIR, tagged with its version
     vm      boots IMAGE in qemu on a copy of the image (the image itself is never modified)
     """
 
@@ -112,6 +116,7 @@ func build(_ arguments: [String]) {
               root digest  sha256:\(result.rootDigest)
               kernel       \(result.kernelVersion), initramfs \(ByteSize.format(result.initramfsSize))
               bundle       \(result.bundle ?? "- (no --sign)")
+              OCI layout   \(result.ociLayout ?? "-")
             """)
     } catch {
         fail("\(error)")
@@ -138,9 +143,25 @@ func keygen(_ arguments: [String]) {
 }
 
 func bundle(_ arguments: [String]) {
-    let options = Options(arguments, valued: ["--key"], flags: [])
+    let options = Options(arguments, valued: ["--key", "--output"], flags: [])
+    if options.positional.first == "oci" {
+        guard options.positional.count == 2, let output = options.values["--output"] else {
+            fail("usage: hcos bundle oci BUNDLE --output DIR", status: 2)
+        }
+        do {
+            let written = try BundleOCILayout.write(bundle: options.positional[1], to: output)
+            print("wrote \(written.directory): hcos \(written.version) bundle as an OCI artifact")
+            print("  manifest \(written.manifestDigest), bundle blob \(written.bundleDigest)")
+            print(
+                "  push: skopeo copy oci:\(written.directory):\(written.version) docker://REGISTRY/REPOSITORY:\(written.version)"
+            )
+        } catch {
+            fail("\(error)")
+        }
+        return
+    }
     guard options.positional.count == 2, options.positional[0] == "verify", let key = options.values["--key"] else {
-        fail("usage: hcos bundle verify BUNDLE --key PUBLIC-KEY", status: 2)
+        fail("usage: hcos bundle verify BUNDLE --key PUBLIC-KEY | hcos bundle oci BUNDLE --output DIR", status: 2)
     }
     do {
         let file = try FileDescriptor(path: options.positional[1], flags: O_RDONLY)
