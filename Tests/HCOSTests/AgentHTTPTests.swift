@@ -38,6 +38,19 @@ struct AgentHTTPServerTests {
         }
     }
 
+    @Test func aBodyOfExactlyTheLimitArrivesWholeAndOneByteMoreGets413() throws {
+        let limit = 1024 * 1024
+        let server = try HTTPTestServer(extra: { request in
+            request.path == "/v1/size" ? .json(["size": request.body.count]) : nil
+        })
+        defer { server.finish() }
+        let body = (0..<limit).map { UInt8(truncatingIfNeeded: $0 % 251) }
+        let accepted = try server.client.request("POST", "/v1/size", body: body)
+        #expect(accepted.status == 200 && accepted.body == Array("{\"size\":\(limit)}\n".utf8))
+        let refused = try server.client.request("POST", "/v1/size", body: body + [0])
+        #expect(refused.status == 413)
+    }
+
     @Test func responsesCarryContentLengthAndJSONContentType() throws {
         let server = try HTTPTestServer()
         defer { server.finish() }
