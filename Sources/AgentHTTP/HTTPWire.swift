@@ -96,33 +96,40 @@ struct SocketReader {
     /// that ends it); nil when the peer closed the connection before sending a byte of it.
     /// Empty lines before the start line are skipped (RFC 9112 §2.2). Fails as soon as a bare
     /// LF, a NUL or more than `limit` bytes show up, not only when the section is complete.
-    mutating func readHead(limit: Int) throws(MessageError) -> ArraySlice<UInt8>? {
+    mutating func readHead(limit: Int) throws(MessageError) -> [UInt8]? {
         var skipped = 0
         var scanned = 0
         while true {
             while available.starts(with: [HTTPSyntax.cr, HTTPSyntax.lf]) {
                 _ = consume(2)
                 skipped += 2
+                scanned = 0
                 guard skipped <= limit else {
                     throw .invalid(431, "headers_too_large", "more than \(limit) bytes of empty lines")
                 }
             }
-            let bytes = available
-            if let end = bytes.firstRange(of: [HTTPSyntax.cr, HTTPSyntax.lf, HTTPSyntax.cr, HTTPSyntax.lf]) {
-                let length = end.lowerBound - bytes.startIndex
+            // Offsets, not slices, survive fill(): a slice held across it would copy the buffer.
+            let terminator: [UInt8] = [HTTPSyntax.cr, HTTPSyntax.lf, HTTPSyntax.cr, HTTPSyntax.lf]
+            if let length = offset(of: terminator, from: max(0, scanned - 3)) {
                 guard length + 4 <= limit else { throw headTooLarge(limit) }
-                try Self.checkEarly(bytes[bytes.startIndex..<end.lowerBound], from: 0)
-                let head = consume(length + 4)
-                return head.dropLast(4)
+                try Self.checkEarly(available.prefix(length), from: max(0, scanned - 1))
+                return Array(consume(length + 4).dropLast(4))
             }
-            try Self.checkEarly(bytes, from: max(0, scanned - 1))
-            scanned = bytes.count
-            guard bytes.count <= limit else { throw headTooLarge(limit) }
+            try Self.checkEarly(available, from: max(0, scanned - 1))
+            scanned = available.count
+            guard scanned <= limit else { throw headTooLarge(limit) }
             guard try fill() else {
                 if available.isEmpty { return nil }
                 throw .closed
             }
         }
+    }
+
+    /// Where `pattern` starts in the available bytes, searching from `from`.
+    private func offset(of pattern: [UInt8], from: Int) -> Int? {
+        let bytes = available
+        guard let range = bytes[(bytes.startIndex + from)...].firstRange(of: pattern) else { return nil }
+        return range.lowerBound - bytes.startIndex
     }
 
     private func headTooLarge(_ limit: Int) -> MessageError {
@@ -147,25 +154,22 @@ struct SocketReader {
     }
 
     /// One CRLF-terminated line of at most `limit` bytes (chunk sizes, trailer fields).
-    mutating func readLine(limit: Int) throws(MessageError) -> ArraySlice<UInt8> {
+    mutating func readLine(limit: Int) throws(MessageError) -> [UInt8] {
         var scanned = 0
         while true {
-            let bytes = available
-            if let end = bytes[(bytes.startIndex + scanned)...].firstIndex(of: HTTPSyntax.lf) {
-                let length = end - bytes.startIndex
-                guard length > 0, bytes[end - 1] == HTTPSyntax.cr else {
+            if let end = offset(of: [HTTPSyntax.lf], from: scanned) {
+                guard end > 0, available.dropFirst(end - 1).first == HTTPSyntax.cr else {
                     throw .invalid(400, "bad_request", "bare LF in chunked framing")
                 }
-                guard length <= limit else {
+                guard end <= limit else {
                     throw .invalid(400, "bad_request", "a chunk line is longer than \(limit) bytes")
                 }
-                let line = consume(length + 1)
-                return line.dropLast(2)
+                return Array(consume(end + 1).dropLast(2))
             }
-            guard bytes.count <= limit else {
+            scanned = available.count
+            guard scanned <= limit else {
                 throw .invalid(400, "bad_request", "a chunk line is longer than \(limit) bytes")
             }
-            scanned = bytes.count
             guard try fill() else { throw .closed }
         }
     }
@@ -220,7 +224,7 @@ struct SocketReader {
                 throw .invalid(431, "headers_too_large", "the trailer section is larger than \(trailerLimit) bytes")
             }
             if line.isEmpty { return body }
-            _ = try HTTPSyntax.field(line)
+            _ = try HTTPSyntax.field(line[...])
         }
     }
 

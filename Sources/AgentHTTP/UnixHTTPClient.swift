@@ -28,7 +28,6 @@ public struct UnixHTTPClient: Sendable {
         let deadline = ContinuousClock.now + .milliseconds(Int64(timeout * 1000))
         let fd = try connect()
         defer { close(fd) }
-        UnixSocket.setSendTimeout(fd, seconds: timeout)
         do {
             try UnixSocket.writeAll(fd, bytes)
         } catch let error as SystemError where error.errno == EPIPE || error.errno == ECONNRESET {
@@ -81,7 +80,7 @@ public struct UnixHTTPClient: Sendable {
 
     private func connect() throws -> Int32 {
         do {
-            return try UnixSocket.connect(path: socketPath)
+            return try UnixSocket.connect(path: socketPath, timeout: timeout)
         } catch let error as SystemError {
             switch error.errno {
             case ENOENT:
@@ -90,6 +89,8 @@ public struct UnixHTTPClient: Sendable {
                 throw AgentHTTPError.notRunning(socketPath: socketPath, reason: "exists but nothing listens on it")
             case EACCES, EPERM:
                 throw AgentHTTPError.permissionDenied(socketPath: socketPath)
+            case EAGAIN:
+                throw AgentHTTPError.timedOut(socketPath: socketPath, seconds: timeout)
             default:
                 throw AgentHTTPError.connection(socketPath: socketPath, cause: error)
             }
@@ -130,7 +131,7 @@ public struct UnixHTTPClient: Sendable {
             guard let head = try reader.readHead(limit: 64 * 1024) else {
                 throw .invalid(0, "", "the connection closed without a response")
             }
-            let lines = try HTTPSyntax.lines(head)
+            let lines = try HTTPSyntax.lines(head[...])
             let status = try Self.statusCode(lines[0])
             var headers: [(name: String, value: String)] = []
             for line in lines.dropFirst() { headers.append(try HTTPSyntax.field(line)) }

@@ -247,7 +247,7 @@ public final class UnixHTTPServer: Sendable {
             let minorVersion: Int
             do throws(MessageError) {
                 guard let head = try reader.readHead(limit: limits.maxHeaderBytes) else { break }
-                let parsed = try RequestHead(parsing: head)
+                let parsed = try RequestHead(parsing: head[...])
                 if authorized == nil { authorized = authorize(peer) }
                 guard authorized == true else {
                     throw .invalid(403, "forbidden", "uid \(peer.uid) may not use this socket")

@@ -9,11 +9,15 @@ import CShim
 public enum UnixSocket {
     /// Connects to a listening socket. A missing socket fails with ENOENT, a socket the caller may
     /// not open with EACCES, a socket nobody listens on with ECONNREFUSED (all as `SystemError`).
-    public static func connect(path: String) throws -> Int32 {
+    /// With `timeout`, a server whose backlog is full fails the connect with EAGAIN after that
+    /// many seconds (an AF_UNIX connect waits under the send timeout), and the timeout stays set
+    /// for sends.
+    public static func connect(path: String, timeout: Double? = nil) throws -> Int32 {
         let address = try makeAddress(path)
         let fd = try Syscall.call("socket", path) {
             socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         }
+        if let timeout { setSendTimeout(fd, seconds: timeout) }
         do {
             var address = address
             try Syscall.call("connect", path) {
