@@ -63,6 +63,6 @@ let package = Package(
             ]),
         .testTarget(
             name: "SystemTests",
-            dependencies: ["HCOSCore", "Disk", "GrubEnv", "Builder", "VM", "Digest", "Node", "Agent", "Bundle"]),
+            dependencies: ["HCOSCore", "Disk", "GrubEnv", "Builder", "VM", "Digest", "Node", "Agent", "Bundle", "AgentHTTP"]),
     ]
 )

@@ -91,6 +91,7 @@ public struct AgentRoutes: Sendable {
             throw AgentError(400, "bad-request", "the JSON body lacks the field \"\(key.stringValue)\"")
         } catch let DecodingError.typeMismatch(_, context) {
             let field = context.codingPath.map(\.stringValue).joined(separator: ".")
+            guard !field.isEmpty else { throw AgentError(400, "bad-request", "the JSON body must be an object") }
             throw AgentError(400, "bad-request", "the JSON field \"\(field)\" has the wrong type")
         } catch {
             throw AgentError(400, "bad-request", "the body is not valid JSON for this request")
