@@ -228,7 +228,7 @@ public final class AgentCore: Sendable {
         for slot in Slot.allCases
         where current[slot: slot.rawValue].state == .failed || current[slot: slot.rawValue].state == .writing {
             let info = grub[slot]
-            if slot != bootedSlot && (info.good || info.triesLeft > 0) {
+            if slot != bootedSlot && (info.good || info.triesLeft > 0 || grub.order.first == slot) {
                 try boot.markUnbootable(slot)
             }
         }

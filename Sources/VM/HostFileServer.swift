@@ -41,17 +41,17 @@ public final class HostFileServer: @unchecked Sendable {
             }
         }
         guard let found else {
-            process.terminate()
+            kill(process.processIdentifier, SIGKILL)
             throw HCOSError(.toolFailed, "python3 http.server did not start: \(text)")
         }
         port = found
     }
 
+    /// Kills the server and reaps it (Process.waitUntilExit can spin off the main thread here).
     public func stop() {
-        if process.isRunning {
-            process.terminate()
-            process.waitUntilExit()
-        }
+        guard process.isRunning else { return }
+        kill(process.processIdentifier, SIGKILL)
+        for _ in 0..<500 where process.isRunning { usleep(10_000) }
     }
 
     deinit { stop() }

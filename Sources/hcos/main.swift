@@ -13,6 +13,7 @@ let usage = """
                       [--refresh] [--sign KEY]
            hcos vm IMAGE [--memory MB] [--disk-size SIZE] [--wait-ready] [--serial-log FILE]
                          [--debug-shell] [--uefi] [--report]
+           hcos demo IMAGE --bundle BUNDLE [--disk-size SIZE] [--memory MB] [--serial-log FILE]
            hcos keygen --output PREFIX
            hcos bundle verify BUNDLE --key PUBLIC-KEY
            hcos bundle oci BUNDLE --output DIR
@@ -28,6 +29,8 @@ let usage = """
     bundle verify  checks a bundle's signature against a public key and every payload's digest
     bundle oci     writes BUNDLE as an OCI artifact in the OCI image layout DIR, tagged with its version
     vm      boots IMAGE in qemu on a copy of the image (the image itself is never modified)
+    demo    boots IMAGE, upgrades it with hcosctl to BUNDLE (served over http), shows the new
+            version committed, then rolls back (all on a copy of IMAGE)
     """
 
 let logger = Logger(label: "hcos")
@@ -190,6 +193,16 @@ case "vm":
         exit(
             try await VMCommand.run(arguments, logger: logger) { json in
                 print(ReportPrinter.render(json: json, image: image))
+            })
+    } catch {
+        fail("\(error)")
+    }
+case "demo":
+    do {
+        let options = try UpgradeDemo.parse(arguments)
+        exit(
+            try await UpgradeDemo.run(options, logger: logger) { json in
+                print(ReportPrinter.render(json: json, image: options.image))
             })
     } catch {
         fail("\(error)")
