@@ -98,9 +98,9 @@ struct BadImageTests {
             let trial = try await vm.console.waitForMatch(
                 after: mark, timeout: .seconds(300), description: "GRUB trying slot B"
             ) { $0.contains("booting slot B (trial=1)") }
-            let fallback = try await vm.console.waitForMarkerMatch(
-                "HCOS-BOOT", after: trial.next, timeout: UpgradeTests.upgradeTimeout)
-            #expect(fallback.payload.hasPrefix("slot=A"))
+            let fallback = try await vm.console.waitForMatch(
+                after: trial.next, timeout: UpgradeTests.upgradeTimeout, description: "the boot of slot A"
+            ) { SerialConsole.payload(of: "HCOS-BOOT", in: $0)?.hasPrefix("slot=A") == true }
             _ = try await SystemSupport.ready(vm, after: fallback.next)
             try await shell.waitUntilReady(timeout: .seconds(120))
             let status = try await UpgradeTests.status(shell)
