@@ -55,7 +55,8 @@ public struct AgentActions: Sendable {
             HealthReport
 
     public init(
-        fetch: @escaping @Sendable (String, String, AgentSettings, @escaping @Sendable (Progress) -> Void) throws -> String,
+        fetch:
+            @escaping @Sendable (String, String, AgentSettings, @escaping @Sendable (Progress) -> Void) throws -> String,
         reboot: @escaping @Sendable (String) -> Void,
         healthGate: @escaping @Sendable (Int, @escaping @Sendable (HealthReport) -> Void) -> HealthReport
     ) {
@@ -174,8 +175,10 @@ public final class AgentCore: Sendable {
                 case .downloading, .verifying, .writing, .writtenVerified:
                     let target = operation.targetSlot ?? ""
                     let interrupted = operation.phase
-                    if operation.phase == .writing || operation.phase == .writtenVerified {
-                        state[slot: target].state = .writing
+                    if interrupted == .writing || interrupted == .writtenVerified
+                        || state[slot: target].state == .writing
+                    {
+                        state[slot: target].state = .invalid
                     }
                     operation.phase = .failed
                     operation.error =
@@ -226,7 +229,7 @@ public final class AgentCore: Sendable {
         // A failed trial slot stays out of GRUB's way even if it had tries left.
         let current = snapshot()
         for slot in Slot.allCases
-        where current[slot: slot.rawValue].state == .failed || current[slot: slot.rawValue].state == .writing {
+        where [.failed, .writing, .invalid].contains(current[slot: slot.rawValue].state) {
             let info = grub[slot]
             if slot != bootedSlot && (info.good || info.triesLeft > 0 || grub.order.first == slot) {
                 try boot.markUnbootable(slot)
@@ -386,17 +389,34 @@ public final class AgentCore: Sendable {
         } catch {
             let message = (error as? AgentError)?.message ?? "\(error)"
             logger.error("upgrade failed: \(message)", [("operation", operation.id)])
-            try? mutate { state in
-                state.operation?.phase = .failed
-                state.operation?.error = message
-                state.operation?.updatedAt = Timestamp.now()
-                let target = operation.targetSlot ?? ""
-                if state[slot: target].state == .written || state[slot: target].state == .staged {
-                    state[slot: target].state = .writing
+            let target = operation.targetSlot ?? ""
+            let touched =
+                (try? mutate { state -> Bool in
+                    state.operation?.error = message
+                    state.operation?.updatedAt = Timestamp.now()
+                    // This operation changed the slot once it marked it writing; before that
+                    // (download, verification) the slot still holds what it held.
+                    let phase = state.operation?.phase
+                    state.operation?.phase = .failed
+                    let touched =
+                        state[slot: target].state == .writing || phase == .writing || phase == .writtenVerified
+                    if touched {
+                        state[slot: target].state = .invalid
+                        if state.trial?.slot == target { state.trial = nil }
+                    }
+                    state.lastResult = LastResult(
+                        operation: operation.id, kind: "upgrade", outcome: "failed",
+                        version: state.operation?.version, slot: target, message: message, at: Timestamp.now())
+                    return touched
+                }) ?? true
+            // Whatever step failed (even arming, half-way through the two GRUB copies), the
+            // slot it touched is left unbootable and the running slot stays the default.
+            if touched, let slot = Slot(rawValue: target) {
+                do {
+                    try boot.markUnbootable(slot)
+                } catch {
+                    logger.error("cannot mark slot \(target) unbootable after the failure: \(error)")
                 }
-                state.lastResult = LastResult(
-                    operation: operation.id, kind: "upgrade", outcome: "failed",
-                    version: state.operation?.version, slot: target, message: message, at: Timestamp.now())
             }
         }
     }

@@ -30,7 +30,8 @@ public struct AgentRoutes: Sendable {
     }
 
     func route(_ request: HTTPRequest) throws -> HTTPResponse {
-        let path = request.path.count > 1 && request.path.hasSuffix("/") ? String(request.path.dropLast()) : request.path
+        let path =
+            request.path.count > 1 && request.path.hasSuffix("/") ? String(request.path.dropLast()) : request.path
         switch (request.method, path) {
         case ("GET", "/v1/ping"):
             return .json(["ok": true])
@@ -72,7 +73,8 @@ public struct AgentRoutes: Sendable {
             if let methods = known[path] ?? (path.hasPrefix("/v1/operations/") ? ["GET"] : nil) {
                 var response = HTTPResponse.error(
                     405, code: "method-not-allowed",
-                    message: "\(request.method) is not allowed on \(path) (allowed: \(methods.joined(separator: ", ")))")
+                    message: "\(request.method) is not allowed on \(path) (allowed: \(methods.joined(separator: ", ")))"
+                )
                 response.headers.append((name: "Allow", value: methods.joined(separator: ", ")))
                 return response
             }

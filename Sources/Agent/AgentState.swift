@@ -11,16 +11,26 @@ public struct SlotRecord: Codable, Sendable, Equatable {
     public enum State: String, Codable, Sendable {
         /// Never written (a fresh node's slot B).
         case empty
-        /// Being written, or a write was interrupted: never bootable in this state.
+        /// Being written: never bootable in this state.
         case writing
+        /// A write failed or was interrupted: holds no verified image, never bootable.
+        case invalid
         /// Written and read back; not yet armed.
         case written
         /// Armed for a trial boot.
         case staged
         /// Booted and passed the health gate at least once: a rollback target.
         case valid
-        /// Its version failed (bad digest while writing, or the trial boot failed).
+        /// Its version failed its trial boot (panic, hang, health gate).
         case failed
+
+        /// A state this agent does not know (written by a newer agent before a rollback to
+        /// this one) reads as `invalid`: never bootable, never a rollback target, and the
+        /// state file stays readable.
+        public init(from decoder: any Decoder) throws {
+            let text = try decoder.singleValueContainer().decode(String.self)
+            self = State(rawValue: text) ?? .invalid
+        }
     }
 
     public var state: State

@@ -30,6 +30,16 @@ public struct SlotWriter: Sendable {
         from source: FileDescriptor, offset: UInt64, size: UInt64, digest expected: String,
         progress: (UInt64) -> Void
     ) throws {
+        try copy(from: source, offset: offset, size: size, digest: expected, progress: progress)
+        try verify(size: size, digest: expected)
+    }
+
+    /// The write itself: fixed chunks, hashed as they stream (a source that changed since it
+    /// was verified is caught here), then fsync.
+    public func copy(
+        from source: FileDescriptor, offset: UInt64, size: UInt64, digest expected: String,
+        progress: (UInt64) -> Void
+    ) throws {
         guard size <= target.size else {
             throw HCOSError(
                 .noSpace,
@@ -47,7 +57,13 @@ public struct SlotWriter: Sendable {
                     "\(source.path) is truncated: the root image ends at byte \(done + UInt64(chunk.count)) of \(size)")
             }
             try hash.update(chunk)
-            try device.write(chunk, at: target.offset + done)
+            do {
+                try device.write(chunk, at: target.offset + done)
+            } catch let error as SystemError {
+                throw HCOSError(
+                    error.errno == ENOSPC ? .noSpace : .io,
+                    "cannot write \(target) at byte \(done) of \(size)", cause: error)
+            }
             done += UInt64(count)
             progress(done)
         }
@@ -56,7 +72,15 @@ public struct SlotWriter: Sendable {
             throw HCOSError(
                 .corrupt, "the root image's digest is sha256:\(streamed), the signed manifest says sha256:\(expected)")
         }
-        try device.sync()
+        do {
+            try device.sync()
+        } catch let error as SystemError {
+            throw HCOSError(.io, "cannot flush \(target) to the disk", cause: error)
+        }
+    }
+
+    /// Reads the slot back from the disk (not the page cache) and compares it with the digest.
+    public func verify(size: UInt64, digest expected: String) throws {
         let readBack = try readBackDigest(size: size, progress: { _ in })
         guard readBack == expected else {
             throw HCOSError(

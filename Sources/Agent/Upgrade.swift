@@ -22,32 +22,27 @@ struct Upgrade {
         // 1. fetch
         try core.enter(.downloading, message: operation.source)
         try FileSystem.makeDirectories(core.paths.downloads, mode: 0o700)
-        let local = try core.actions.fetch(operation.source, core.paths.downloads, core.snapshot().settings) { progress in
+        let local = try core.actions.fetch(operation.source, core.paths.downloads, core.snapshot().settings) {
+            progress in
             core.setProgress(progress)
         }
 
-        // 2. verify, before anything is touched
+        // 2. verify, before anything is touched; a downloaded bundle that fails is deleted, so
+        // a retry fetches it again instead of resuming a bad file
         try core.enter(.verifying, message: local)
-        let bundle = try FileDescriptor(path: local, flags: O_RDONLY)
-        let keys = try trustedKeys()
-        let head = try UpdateBundle.readHead(bundle, trustedKeys: keys)
+        let downloaded = local.hasPrefix(core.paths.downloads + "/")
+        let bundle: FileDescriptor
+        let head: UpdateBundle.Head
+        let payloads: (root: BundleManifest.Payload, kernel: BundleManifest.Payload, initramfs: BundleManifest.Payload)
+        do {
+            (bundle, head, payloads) = try verify(local)
+        } catch {
+            if downloaded { unlink(local) }
+            throw error
+        }
         let manifest = head.manifest
-        try core.mutate { $0.operation?.version = manifest.version }
-        try checkVersion(manifest)
-        guard let root = manifest.payload("rootfs"), let kernel = manifest.payload("kernel"),
-            let initramfs = manifest.payload("initramfs")
-        else {
-            throw AgentError(422, "bad-bundle", "the bundle lacks a kernel, initramfs or rootfs payload")
-        }
+        let (root, kernel, initramfs) = payloads
         let slot = core.disk.root(target.rawValue)
-        guard root.size <= slot.size else {
-            throw AgentError(
-                507, "no-space",
-                "the root image (\(ByteSize.format(root.size))) does not fit slot \(target.rawValue) (\(ByteSize.format(slot.size)))"
-            )
-        }
-        try checkPersistSpace(need: kernel.size + initramfs.size + (1 << 20))
-        try UpdateBundle.verifyPayloads(bundle, head: head)
 
         // 3. write: the slot is unbootable (agent state and GRUB) before its first byte changes
         try core.mutate { state in
@@ -79,11 +74,38 @@ struct Upgrade {
                 slot: target.rawValue, version: manifest.version, operation: operation.id, armedAt: Timestamp.now())
         }
         try core.enter(.staged, message: "slot \(target.rawValue) armed with \(tries) boot attempt(s)")
-        if local.hasPrefix(core.paths.downloads + "/") { unlink(local) }
+        if downloaded { unlink(local) }
         if request.reboot == true {
             try core.enter(.rebooting)
             core.actions.reboot("upgrade to \(manifest.version)")
         }
+    }
+
+    /// Everything that can refuse the bundle, in order: signature, version, payloads, space, digests.
+    func verify(_ local: String) throws -> (
+        FileDescriptor, UpdateBundle.Head,
+        (root: BundleManifest.Payload, kernel: BundleManifest.Payload, initramfs: BundleManifest.Payload)
+    ) {
+        let bundle = try FileDescriptor(path: local, flags: O_RDONLY)
+        let head = try UpdateBundle.readHead(bundle, trustedKeys: try trustedKeys())
+        let manifest = head.manifest
+        try core.mutate { $0.operation?.version = manifest.version }
+        try checkVersion(manifest)
+        guard let root = manifest.payload("rootfs"), let kernel = manifest.payload("kernel"),
+            let initramfs = manifest.payload("initramfs")
+        else {
+            throw AgentError(422, "bad-bundle", "the bundle lacks a kernel, initramfs or rootfs payload")
+        }
+        let slot = core.disk.root(target.rawValue)
+        guard root.size <= slot.size else {
+            throw AgentError(
+                507, "no-space",
+                "the root image (\(ByteSize.format(root.size))) does not fit slot \(target.rawValue) (\(ByteSize.format(slot.size)))"
+            )
+        }
+        try checkPersistSpace(need: kernel.size + initramfs.size + (1 << 20))
+        try UpdateBundle.verifyPayloads(bundle, head: head)
+        return (bundle, head, (root, kernel, initramfs))
     }
 
     func trustedKeys() throws -> [[UInt8]] {
@@ -136,9 +158,7 @@ struct Upgrade {
     }
 
     func checkPersistSpace(need: UInt64) throws {
-        var info = statvfs()
-        guard statvfs(core.paths.downloads, &info) == 0 else { return }
-        let free = UInt64(info.f_bavail) * UInt64(info.f_frsize)
+        guard let free = try? FileSystem.availableSpace(core.paths.downloads) else { return }
         guard free >= need else {
             throw AgentError(
                 507, "no-space",
@@ -158,11 +178,7 @@ struct Upgrade {
             rmdir(scratch)
         }
         for (payload, name) in [(kernel, "vmlinuz"), (initramfs, "initrd")] {
-            let bytes = try bundle.read(at: head.payloadStart + payload.offset, count: Int(payload.size))
-            guard bytes.count == Int(payload.size), SHA256.hex(try SHA256.hash(bytes)) == payload.sha256 else {
-                throw AgentError(422, "bad-bundle", "payload \(payload.name) does not match its signed digest")
-            }
-            try FileSystem.writeDurably(bytes, to: "\(scratch)/\(name)", mode: 0o600)
+            try extract(payload, from: bundle, start: head.payloadStart, to: "\(scratch)/\(name)")
         }
         let files = BootFiles(esp: core.disk.esp)
         var commandLine = head.manifest.commandLine
@@ -182,6 +198,28 @@ struct Upgrade {
             files: [
                 ("vmlinuz", "\(scratch)/vmlinuz"), ("initrd", "\(scratch)/initrd"), ("slot.cfg", "\(scratch)/slot.cfg"),
             ])
+    }
+
+    /// Copies a payload out of the bundle in 1 MiB chunks, checking its digest on the way.
+    func extract(_ payload: BundleManifest.Payload, from bundle: FileDescriptor, start: UInt64, to path: String) throws
+    {
+        let output = try FileDescriptor(path: path, flags: O_WRONLY | O_CREAT | O_TRUNC, mode: 0o600)
+        var hash = try SHA256()
+        var done: UInt64 = 0
+        while done < payload.size {
+            let count = Int(min(UInt64(1 << 20), payload.size - done))
+            let chunk = try bundle.read(at: start + payload.offset + done, count: count)
+            guard chunk.count == count else {
+                throw AgentError(422, "bad-bundle", "\(bundle.path) is truncated inside payload \(payload.name)")
+            }
+            try hash.update(chunk)
+            try output.write(chunk, at: done)
+            done += UInt64(count)
+        }
+        guard try hash.finalizeHex() == payload.sha256 else {
+            throw AgentError(422, "bad-bundle", "payload \(payload.name) does not match its signed digest")
+        }
+        try output.sync()
     }
 
     static func machineArchitecture() -> String {

@@ -48,7 +48,8 @@ public struct BuildConfig: Sendable, Equatable {
             }
             let key = override[..<equals].trimmingCharacters(in: .whitespaces)
             let lines = text.split(separator: "\n", omittingEmptySubsequences: false).filter { line in
-                guard let sign = line.firstIndex(of: "="), !line.trimmingCharacters(in: .whitespaces).hasPrefix("#") else {
+                guard let sign = line.firstIndex(of: "="), !line.trimmingCharacters(in: .whitespaces).hasPrefix("#")
+                else {
                     return true
                 }
                 return line[..<sign].trimmingCharacters(in: .whitespaces) != key

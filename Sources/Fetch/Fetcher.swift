@@ -49,6 +49,11 @@ public struct Fetcher: Sendable {
     var lowSpeedLimit = 1024
     var lowSpeedTime = 60
     var connectTimeout = 30
+    /// Bytes a download must leave free on the destination's file system. A download that
+    /// would not fit is refused once the server has said its length, before its first byte is
+    /// written, and one that runs out of space deletes its partial file: a node's PERSIST full
+    /// of a half-downloaded bundle would break containerd and the journal.
+    public var reserve: UInt64 = 0
 
     public init(
         logger: Logger, insecureRegistries: [String] = [], caFile: String? = nil, userAgent: String = "hcos-os-agent"
@@ -75,7 +80,7 @@ public struct Fetcher: Sendable {
             case .http(let url):
                 let download = ResumableDownload(
                     curl: try CurlEasy(), request: request(url), destination: destination, identity: url,
-                    expected: nil, logger: logger.with([("source", url)]))
+                    expected: nil, reserve: reserve, logger: logger.with([("source", url)]))
                 return try download.run(progress: progress)
             case .oci(let reference):
                 let client = RegistryClient(reference: reference, fetcher: self, curl: try CurlEasy())

@@ -57,7 +57,8 @@ final class RegistryClient {
         return try authorized { headers in
             try ResumableDownload(
                 curl: curl, request: fetcher.request(url, headers: headers), destination: destination,
-                identity: layer.digest, expected: .init(digest: layer.digest, size: layer.size), logger: logger
+                identity: layer.digest, expected: .init(digest: layer.digest, size: layer.size),
+                reserve: fetcher.reserve, logger: logger
             ).run(progress: progress)
         }
     }

@@ -24,6 +24,8 @@ struct ResumableDownload {
     /// What the partial file belongs to: the URL, or for a registry blob its digest.
     let identity: String
     let expected: Expected?
+    /// Bytes the download must leave free on the destination's file system (`Fetcher.reserve`).
+    let reserve: UInt64
     let logger: Logger
 
     var part: String { destination + ".part" }
@@ -41,9 +43,29 @@ struct ResumableDownload {
             // Every local file failure says which file; a full disk has its own code.
             let subject = error.subject ?? part
             if error.errno == ENOSPC || error.errno == EDQUOT {
-                throw HCOSError(.noSpace, "writing \(subject): no space left on the device", cause: error)
+                removePart()
+                throw HCOSError(
+                    .noSpace, "writing \(subject): no space left on the device (partial download deleted)", cause: error
+                )
             }
             throw HCOSError(.io, "downloading \(request.url) to \(subject) failed", cause: error)
+        } catch let error as HCOSError where error.code == .noSpace {
+            // Resuming into a full disk cannot succeed, and the partial file is what fills it.
+            removePart()
+            throw error
+        }
+    }
+
+    /// Refuses a download that would not fit, leaving `reserve` bytes free.
+    private func checkSpace(remaining: UInt64) throws {
+        let directory = FileSystem.parent(of: destination)
+        guard let available = try? FileSystem.availableSpace(directory) else { return }
+        guard available >= remaining + reserve else {
+            let kept = reserve > 0 ? " and must keep \(ByteSize.format(reserve)) free" : ""
+            throw HCOSError(
+                .noSpace,
+                "\(request.url) needs \(ByteSize.format(remaining)) more on \(directory), which has \(ByteSize.format(available)) free\(kept); nothing more was downloaded"
+            )
         }
     }
 
@@ -103,6 +125,9 @@ struct ResumableDownload {
                         total = ContentRange(head.header("content-range"))?.total
                     default:
                         failure = HTTPStatusError(head: head, url: request.url, body: [])
+                    }
+                    if failure == nil, head.status == 200 || head.status == 206, let total {
+                        try checkSpace(remaining: total > offset ? total - offset : 0)
                     }
                     if head.status == 200 || head.status == 206, let validator = Self.validator(head) {
                         try PartInfo(source: identity, validator: validator).write(infoPath)
@@ -237,7 +262,8 @@ private final class Sink {
         do {
             try file.write(buffer, at: bufferStart)
         } catch let error as SystemError where error.errno == ENOSPC || error.errno == EDQUOT {
-            throw HCOSError(.noSpace, "writing \(file.path): no space left on the device", cause: error)
+            throw HCOSError(
+                .noSpace, "writing \(file.path): no space left on the device (partial download deleted)", cause: error)
         } catch let error as SystemError {
             throw HCOSError(.io, "writing \(file.path)", cause: error)
         }

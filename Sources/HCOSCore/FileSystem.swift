@@ -99,6 +99,14 @@ public enum FileSystem {
         try writeDurably(Array(text.utf8), to: path, mode: mode)
     }
 
+    /// Bytes that writers other than root may still use on the file system holding `path`
+    /// (statvfs `f_bavail`): the agent leaves ext4's root reserve alone.
+    public static func availableSpace(_ path: String) throws -> UInt64 {
+        var info = statvfs()
+        try Syscall.call("statvfs", path) { statvfs(path, &info) }
+        return UInt64(info.f_bavail) * UInt64(info.f_frsize)
+    }
+
     public static func syncDirectory(_ path: String) throws {
         let dir = try FileDescriptor(path: path, flags: O_RDONLY | O_DIRECTORY)
         try dir.sync()

@@ -124,7 +124,9 @@ enum Hcosctl {
         for slot in status.slots {
             var boot: [String] = []
             if slot.good { boot.append("good") }
-            if !slot.good && slot.triesLeft > 0 { boot.append("\(slot.triesLeft) tr\(slot.triesLeft == 1 ? "y" : "ies") left") }
+            if !slot.good && slot.triesLeft > 0 {
+                boot.append("\(slot.triesLeft) tr\(slot.triesLeft == 1 ? "y" : "ies") left")
+            }
             if !slot.good && slot.triesLeft == 0 { boot.append("not bootable") }
             if slot.next { boot.append("next boot") }
             if slot.booted { boot.append("running") }
@@ -133,7 +135,8 @@ enum Hcosctl {
         }
         lines.append("")
         if let operation = status.operation {
-            var text = "operation:    \(operation.id) \(operation.kind) \(operation.version ?? "") \(operation.phase.rawValue)"
+            var text =
+                "operation:    \(operation.id) \(operation.kind) \(operation.version ?? "") \(operation.phase.rawValue)"
             if let progress = operation.progress, let total = progress.total, total > 0, !operation.phase.isFinal {
                 text += " \(progress.done * 100 / total)%"
             }
@@ -219,7 +222,9 @@ enum Hcosctl {
             }
             display.show(current)
             last = current
-            if current.phase.isFinal || current.phase == .staged && request.reboot != true || current.phase == .rebooting {
+            if current.phase.isFinal || current.phase == .staged && request.reboot != true
+                || current.phase == .rebooting
+            {
                 break
             }
             usleep(300_000)
@@ -230,9 +235,13 @@ enum Hcosctl {
         } else {
             switch last.phase {
             case .staged:
-                print("slot \(last.targetSlot ?? "?") holds \(last.version ?? "the new version"), armed for the next boot; run 'hcosctl reboot'")
+                print(
+                    "slot \(last.targetSlot ?? "?") holds \(last.version ?? "the new version"), armed for the next boot; run 'hcosctl reboot'"
+                )
             case .rebooting:
-                print("rebooting into slot \(last.targetSlot ?? "?") (\(last.version ?? "")); it commits after its health gate passes")
+                print(
+                    "rebooting into slot \(last.targetSlot ?? "?") (\(last.version ?? "")); it commits after its health gate passes"
+                )
             default: break
             }
         }
@@ -262,7 +271,9 @@ enum Hcosctl {
             let width = 40
             let filled = Int(progress.done * UInt64(width) / total)
             let bar = String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled)
-            emit("\r  [\(bar)] \(progress.done * 100 / total)% \(ByteSize.format(progress.done)) of \(ByteSize.format(total))")
+            emit(
+                "\r  [\(bar)] \(progress.done * 100 / total)% \(ByteSize.format(progress.done)) of \(ByteSize.format(total))"
+            )
             drawn = true
         }
 

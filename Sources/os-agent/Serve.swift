@@ -15,6 +15,8 @@ import HCOSCore
 /// API on the Unix socket until stopped.
 enum Serve {
     static let socketPath = "/run/hcos/agent.sock"
+    /// Free space a download must leave on PERSIST.
+    static let downloadReserve: UInt64 = 64 << 20
 
     static func run(logger: Logger, socket: String = socketPath) throws -> Never {
         signal(SIGPIPE, SIG_IGN)
@@ -50,7 +52,9 @@ enum Serve {
         let parsed = try UpdateSource.parse(source)
         // The same source resumes into the same file after a restart.
         let name = SHA256.hex(try SHA256.hash(Array(source.utf8))).prefix(16)
-        let fetcher = Fetcher(logger: logger, insecureRegistries: settings.insecureRegistries ?? [])
+        var fetcher = Fetcher(logger: logger, insecureRegistries: settings.insecureRegistries ?? [])
+        // PERSIST also holds containerd's images and the journal: a bundle may not take its last bytes.
+        fetcher.reserve = downloadReserve
         let result = try fetcher.fetch(parsed, to: "\(downloads)/\(name).bundle") { update in
             progress(Progress(done: update.done, total: update.total))
         }

@@ -3,6 +3,10 @@ import HCOSCore
 import Synchronization
 import Testing
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 @testable import Fetch
 
 /// Downloads over http from a real server on the loopback interface.
@@ -32,6 +36,41 @@ struct FetchHTTPTests {
         #expect(zip(seen, seen.dropFirst()).allSatisfy { $0.done <= $1.done })
         #expect(server.requests.allSatisfy { $0.headers["range"] == nil })
         #expect(server.requests.first?.headers["user-agent"] == "hcos-os-agent")
+    }
+
+    @Test(
+        "a download that cannot fit is refused before its first byte; one that fills the disk deletes its partial file",
+        .enabled(if: getuid() == 0, "mounts a 2 MiB tmpfs as the download directory: needs root (CI runs as root)"))
+    func fullDisk() throws {
+        let directory = try FetchTestSupport.temporaryDirectory("fetch-full")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try Command("mount", ["-t", "tmpfs", "-o", "size=2m", "hcos-fetch-test", directory]).run()
+        defer { _ = try? Command("umount", [directory]).run() }
+        let withLength = try TestHTTPServer(handler: TestHTTPServer.files(["/hcos.bundle": source]))
+        defer { withLength.stop() }
+        let destination = "\(directory)/hcos.bundle"
+        let refused = #expect(throws: HCOSError.self) {
+            try Fetcher(logger: .silent).fetch(.http("\(withLength.baseURL)/hcos.bundle"), to: destination) { _ in }
+        }
+        #expect(refused?.code == .noSpace)
+        #expect(refused?.message.contains("needs 3.0 MiB more on \(directory)") == true, "\(refused?.message ?? "")")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory).isEmpty)
+
+        // Without a Content-Length the size is known only at the end: the disk fills first.
+        let source = self.source
+        let withoutLength = try TestHTTPServer { _ in
+            var response = TestHTTPServer.Response(status: 200, body: source)
+            response.sendLength = false
+            return response
+        }
+        defer { withoutLength.stop() }
+        let filled = #expect(throws: HCOSError.self) {
+            try Fetcher(logger: .silent).fetch(.http("\(withoutLength.baseURL)/hcos.bundle"), to: destination) { _ in }
+        }
+        #expect(filled?.code == .noSpace)
+        #expect(filled?.message.contains("no space left on the device (partial download deleted)") == true)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory).isEmpty)
+        #expect(try FileSystem.availableSpace(directory) > 1 << 20)
     }
 
     @Test("a partial .part file is resumed with a Range request and completes to the same bytes")

@@ -25,6 +25,8 @@ final class TestHTTPServer: Sendable {
         var cutAfter: Int?
         /// Send the head, then nothing until the client gives up (a stalled server).
         var stall = false
+        /// False: no Content-Length, the body ends when the connection closes (RFC 9112 §6.3).
+        var sendLength = true
 
         init(status: Int, headers: [(String, String)] = [], body: [UInt8] = []) {
             self.status = status
@@ -112,7 +114,7 @@ final class TestHTTPServer: Sendable {
         ]
         let reason = reasons[response.status] ?? "Status"
         var head = "HTTP/1.1 \(response.status) \(reason)\r\nConnection: close\r\n"
-        if !response.headers.contains(where: { $0.0.lowercased() == "content-length" }) {
+        if response.sendLength && !response.headers.contains(where: { $0.0.lowercased() == "content-length" }) {
             head += "Content-Length: \(response.body.count)\r\n"
         }
         for (name, value) in response.headers { head += "\(name): \(value)\r\n" }

@@ -58,25 +58,29 @@ struct AgentAPITests {
         let served = try Served()
         let client = served.client
         let json = [("Content-Type", "application/json")]
-        let cases: [(method: String, path: String, body: String?, headers: [(String, String)], status: Int, says: String)] = [
-            ("POST", "/v1/upgrade", "{", json, 400, "not valid JSON"),
-            ("POST", "/v1/upgrade", "{}", json, 400, "lacks the field \"source\""),
-            ("POST", "/v1/upgrade", "{\"source\": 42}", json, 400, "\"source\" has the wrong type"),
-            ("POST", "/v1/upgrade", "{\"source\": \"\"}", json, 400, "source is empty"),
-            ("POST", "/v1/upgrade", "{\"source\": \"/x\", \"reboot\": \"yes\"}", json, 400, "\"reboot\" has the wrong type"),
-            ("POST", "/v1/upgrade", "source=/x", [("Content-Type", "text/plain")], 415, "application/json"),
-            ("POST", "/v1/upgrade", nil, json, 400, "needs a JSON body"),
-            ("GET", "/v1/upgrade", nil, [], 405, "allowed: POST"),
-            ("DELETE", "/v1/status", nil, [], 405, "allowed: GET"),
-            ("GET", "/v1/nothing", nil, [], 404, "no such endpoint"),
-            ("GET", "/v2/status", nil, [], 404, "no such endpoint"),
-            ("GET", "/v1/operations/op-000000000000", nil, [], 404, "no operation op-000000000000"),
-            ("PUT", "/v1/settings", "{\"tries\": 9}", json, 400, "tries must be between 1 and 3"),
-            ("PUT", "/v1/settings", "{\"healthTimeoutSeconds\": 1}", json, 400, "between 10 and 3600"),
-            ("PUT", "/v1/settings", "[1, 2]", json, 400, "must be an object"),
-            ("POST", "/v1/rollback", "{}", json, 409, "holds no valid version"),
-            ("POST", "/v1/mark-good", "{}", json, 409, "not on a trial boot"),
-        ]
+        let cases:
+            [(method: String, path: String, body: String?, headers: [(String, String)], status: Int, says: String)] = [
+                ("POST", "/v1/upgrade", "{", json, 400, "not valid JSON"),
+                ("POST", "/v1/upgrade", "{}", json, 400, "lacks the field \"source\""),
+                ("POST", "/v1/upgrade", "{\"source\": 42}", json, 400, "\"source\" has the wrong type"),
+                ("POST", "/v1/upgrade", "{\"source\": \"\"}", json, 400, "source is empty"),
+                (
+                    "POST", "/v1/upgrade", "{\"source\": \"/x\", \"reboot\": \"yes\"}", json, 400,
+                    "\"reboot\" has the wrong type"
+                ),
+                ("POST", "/v1/upgrade", "source=/x", [("Content-Type", "text/plain")], 415, "application/json"),
+                ("POST", "/v1/upgrade", nil, json, 400, "needs a JSON body"),
+                ("GET", "/v1/upgrade", nil, [], 405, "allowed: POST"),
+                ("DELETE", "/v1/status", nil, [], 405, "allowed: GET"),
+                ("GET", "/v1/nothing", nil, [], 404, "no such endpoint"),
+                ("GET", "/v2/status", nil, [], 404, "no such endpoint"),
+                ("GET", "/v1/operations/op-000000000000", nil, [], 404, "no operation op-000000000000"),
+                ("PUT", "/v1/settings", "{\"tries\": 9}", json, 400, "tries must be between 1 and 3"),
+                ("PUT", "/v1/settings", "{\"healthTimeoutSeconds\": 1}", json, 400, "between 10 and 3600"),
+                ("PUT", "/v1/settings", "[1, 2]", json, 400, "must be an object"),
+                ("POST", "/v1/rollback", "{}", json, 409, "holds no valid version"),
+                ("POST", "/v1/mark-good", "{}", json, 409, "not on a trial boot"),
+            ]
         for item in cases {
             let response = try client.request(
                 item.method, item.path, body: item.body.map { Array($0.utf8) }, headers: item.headers)

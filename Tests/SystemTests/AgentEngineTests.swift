@@ -34,7 +34,11 @@ struct AgentEngineTests {
                 to: "\(directory)/keys/build.pub", mode: 0o644)
         }
 
-        func core(slot: String, trial: Bool = false, version: String = "1.0.0") throws -> AgentCore {
+        /// An agent of this node booted from `slot`; `nodeDisk` replaces the partitions it
+        /// finds in the disk image (a slot on a failing device).
+        func core(
+            slot: String, trial: Bool = false, version: String = "1.0.0", nodeDisk: NodeDisk? = nil
+        ) throws -> AgentCore {
             try "hcos.slot=\(slot) hcos.trial=\(trial ? 1 : 0) quiet\n".write(
                 toFile: "\(directory)/cmdline", atomically: true, encoding: .utf8)
             try "ID=hcos\nVERSION_ID=\"\(version)\"\n".write(
@@ -61,7 +65,8 @@ struct AgentEngineTests {
                     return report
                 })
             let logger = Logger(label: "agent-test", sink: { [self] line in logLines.withLock { $0.append(line) } })
-            let core = try AgentCore(paths: paths, disk: try NodeDisk.image(disk), actions: actions, logger: logger)
+            let core = try AgentCore(
+                paths: paths, disk: try nodeDisk ?? NodeDisk.image(disk), actions: actions, logger: logger)
             try core.reconcile()
             core.waitForBackgroundWork()
             return core
@@ -251,6 +256,48 @@ struct AgentEngineTests {
         let operation = try upgrade(core, UpgradeRequest(source: bundle))
         #expect(operation.error?.contains("payload rootfs has digest") == true)
         #expect(try node.espBytes() == before)
+    }
+
+    @Test func aDiskThatFailsWhileTheSlotIsWrittenLeavesTheSlotInvalidAndTheRunningSlotTheDefault() throws {
+        let node = try Node()
+        let real = try NodeDisk.image(node.disk)
+        // ROOT-B on a device where every write fails with ENOSPC, as on a full or failing disk.
+        let failing = NodeDisk(
+            esp: real.esp, rootA: real.rootA,
+            rootB: PartitionRef(label: "ROOT-B", path: "/dev/full", offset: 0, size: real.rootB.size))
+        let core = try node.core(slot: "A", nodeDisk: failing)
+        let (bundle, _) = try Self.bundle(version: "2.0.0", in: node.directory)
+        let operation = try upgrade(core, UpgradeRequest(source: bundle, expectVersion: "2.0.0"))
+        #expect(operation.phase == .failed)
+        #expect(
+            operation.error?.contains("cannot write ROOT-B (/dev/full) at byte 0") == true, "\(operation.error ?? "")")
+        #expect(operation.error?.contains("No space left on device") == true, "\(operation.error ?? "")")
+
+        let grub = try node.grub()
+        #expect(grub.order.first == .a)
+        #expect(grub.a.good)
+        #expect(grub.b == SlotState.SlotInfo(good: false, triesLeft: 0))
+        let status = core.status()
+        #expect(status.slots.first { $0.name == "B" }?.state == "invalid")
+        #expect(status.lastResult?.outcome == "failed")
+        #expect(node.reboots.withLock { $0 }.isEmpty)
+        // A restarted agent keeps the slot out of reach, and a rollback to it is refused.
+        let restarted = try node.core(slot: "A", nodeDisk: failing)
+        #expect(restarted.status().slots.first { $0.name == "B" }?.state == "invalid")
+        #expect(throws: AgentError.self) { try restarted.rollback(RollbackRequest(reboot: false)) }
+    }
+
+    @Test func aSlotStateFromANewerAgentReadsAsInvalidInsteadOfBreakingTheStateFile() throws {
+        let node = try Node()
+        _ = try node.core(slot: "A")
+        let file = "\(node.directory)/persist/.hcos/agent/state.json"
+        let text = try String(contentsOfFile: file, encoding: .utf8)
+        let newer = text.replacingOccurrences(of: "\"state\" : \"empty\"", with: "\"state\" : \"verity-pending\"")
+        #expect(newer != text)
+        try newer.write(toFile: file, atomically: true, encoding: .utf8)
+        let core = try node.core(slot: "A")
+        #expect(core.status().slots.first { $0.name == "B" }?.state == "invalid")
+        #expect(try node.grub().b == SlotState.SlotInfo(good: false, triesLeft: 0))
     }
 
     @Test func rollbackOnAFreshNodeIsRefusedWithAClearMessage() throws {

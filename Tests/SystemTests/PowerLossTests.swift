@@ -70,11 +70,11 @@ struct PowerLossTests {
                 #expect(try await shell.check("cat /etc/hcos-power.conf").trimmed() == "persist", "\(context)")
                 #expect(try await shell.check("cat /var/lib/hcos-power/file").trimmed() == "data", "\(context)")
 
-                // Upgrade to the version that is not running, in the background, and cut.
+                // Upgrade to the version that is not running (the agent works on in the
+                // background after --no-wait answers), and cut.
                 let bundle = status.version == "1.0.0" ? "hcos-2.0.0.bundle" : "hcos-1.0.0.bundle"
                 let cut = vm.console.mark()
-                try await shell.check(
-                    "nohup hcosctl upgrade \(server.guestURL(bundle)) --force --reboot > /dev/null 2>&1 &")
+                try await shell.check("hcosctl upgrade \(server.guestURL(bundle)) --force --reboot --no-wait")
                 let seen = try await vm.console.waitForMatch(
                     after: cut, timeout: UpgradeTests.upgradeTimeout, description: "'\(point.after)'"
                 ) { $0.contains(point.after) }
@@ -105,7 +105,10 @@ struct PowerLossTests {
         while true {
             let event = try await vm.console.waitForMatch(
                 after: from, timeout: SystemSupport.bootTimeout, description: "HCOS-READY or HCOS-BOOT"
-            ) { SerialConsole.payload(of: "HCOS-READY", in: $0) != nil || SerialConsole.payload(of: "HCOS-BOOT", in: $0) != nil }
+            ) {
+                SerialConsole.payload(of: "HCOS-READY", in: $0) != nil
+                    || SerialConsole.payload(of: "HCOS-BOOT", in: $0) != nil
+            }
             if SerialConsole.payload(of: "HCOS-BOOT", in: event.line) != nil {
                 from = event.next
                 continue
@@ -117,7 +120,9 @@ struct PowerLossTests {
                     after: event.next, timeout: SystemSupport.bootTimeout, description: "the trial's decision"
                 ) { $0.contains("committed: version") || SerialConsole.payload(of: "HCOS-BOOT", in: $0) != nil }
                 // Committed: look at the same boot again; rebooted: follow the next boot.
-                from = SerialConsole.payload(of: "HCOS-BOOT", in: decided.line) != nil ? decided.next : ConsoleMark(line: event.index)
+                from =
+                    SerialConsole.payload(of: "HCOS-BOOT", in: decided.line) != nil
+                    ? decided.next : ConsoleMark(line: event.index)
                 continue
             }
             let booted = status.slots.first { $0.booted }

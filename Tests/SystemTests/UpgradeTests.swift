@@ -42,7 +42,8 @@ struct UpgradeTests {
             #expect(output.contains("[writing]"), "\(output)")
             #expect(output.contains("rebooting into slot B"), "\(output)")
             #expect(try await SystemSupport.bootedSlot(vm, after: mark) == "B")
-            _ = try await vm.console.waitForLine(containing: "slot B committed", after: mark, timeout: Self.upgradeTimeout)
+            _ = try await vm.console.waitForLine(
+                containing: "slot B committed", after: mark, timeout: Self.upgradeTimeout)
             try await shell.waitUntilReady(timeout: .seconds(120))
             let upgraded = try await Self.status(shell)
             #expect(upgraded.version == "2.0.0")
