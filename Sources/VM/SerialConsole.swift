@@ -20,6 +20,9 @@ public struct ConsoleMark: Sendable, Hashable, Comparable {
 public struct ConsoleMatch: Sendable {
     public let line: String
     public let index: Int
+    /// When the line arrived on the host (monotonic clock): event times measured from the
+    /// host, whenever the caller got round to looking.
+    public let at: ContinuousClock.Instant
     public var next: ConsoleMark { ConsoleMark(line: index + 1) }
 }
 
@@ -69,7 +72,8 @@ public final class SerialConsole: Sendable {
             let closed = port.isClosed
             let (lines, first) = port.lines(from: next)
             for (offset, line) in lines.enumerated() where predicate(line) {
-                return ConsoleMatch(line: line, index: first + offset)
+                let index = first + offset
+                return ConsoleMatch(line: line, index: index, at: port.time(ofLine: index) ?? clock.now)
             }
             next = first + lines.count
             if closed {

@@ -15,6 +15,8 @@ final class SerialPort: Sendable {
         var raw: [UInt8] = []
         var rawBase = 0
         var lines: [String] = []
+        /// When each line was completed, on the host's monotonic clock (parallel to `lines`).
+        var times: [ContinuousClock.Instant] = []
         var lineBase = 0
         var partial: [UInt8] = []
         var closed = false
@@ -73,11 +75,13 @@ final class SerialPort: Sendable {
             let bytes = Array(chunk[0..<n])
             if log >= 0 { try? LogFile.writeAll(log, bytes) }
             onOutput?(bytes)
-            buffer.withLock { $0.append(bytes) }
+            let now = ContinuousClock.now
+            buffer.withLock { $0.append(bytes, at: now) }
         }
         buffer.withLock { state in
             if !state.partial.isEmpty {
                 state.lines.append(SerialPort.decode(state.partial))
+                state.times.append(.now)
                 state.partial = []
             }
             state.closed = true
@@ -118,6 +122,14 @@ final class SerialPort: Sendable {
         }
     }
 
+    /// When the line at absolute index `index` was completed (nil once it was dropped).
+    func time(ofLine index: Int) -> ContinuousClock.Instant? {
+        buffer.withLock { state in
+            let offset = index - state.lineBase
+            return state.times.indices.contains(offset) ? state.times[offset] : nil
+        }
+    }
+
     /// The last `count` lines, including an unterminated last line.
     func tail(_ count: Int) -> [String] {
         buffer.withLock { state in
@@ -155,7 +167,7 @@ final class SerialPort: Sendable {
 }
 
 extension SerialPort.Buffer {
-    mutating func append(_ bytes: [UInt8]) {
+    mutating func append(_ bytes: [UInt8], at now: ContinuousClock.Instant) {
         raw += bytes
         if raw.count > SerialPort.maximumRawBytes {
             let drop = raw.count - SerialPort.maximumRawBytes
@@ -166,6 +178,7 @@ extension SerialPort.Buffer {
         while let newline = bytes[start...].firstIndex(of: 10) {
             partial += bytes[start..<newline]
             lines.append(SerialPort.decode(partial))
+            times.append(now)
             partial = []
             start = newline + 1
         }
@@ -173,6 +186,7 @@ extension SerialPort.Buffer {
         if lines.count > SerialPort.maximumLines {
             let drop = lines.count - SerialPort.maximumLines
             lines.removeFirst(drop)
+            times.removeFirst(drop)
             lineBase += drop
         }
     }

@@ -335,6 +335,23 @@ struct SerialConsoleTests {
         console.port.shutdown()
     }
 
+    @Test("stamps each line with the moment it arrived, not the moment a caller looked for it")
+    func lineArrivalTimes() async throws {
+        let dir = try scratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let started = ContinuousClock.now
+        let peer = try FakeConsolePeer(
+            path: dir + "/con.sock", chunks: ["early\n", "late\n"], pause: .milliseconds(200), closeAfter: false)
+        let console = try SerialConsole(connectingTo: peer.path)
+        let late = try await console.waitForMatch(timeout: .seconds(10)) { $0 == "late" }
+        let lookedForEarly = ContinuousClock.now
+        let early = try await console.waitForMatch(timeout: .seconds(10)) { $0 == "early" }
+        #expect(started <= early.at)
+        #expect(early.at < late.at)
+        #expect(late.at <= lookedForEarly)
+        console.port.shutdown()
+    }
+
     @Test("a timeout reports the last console lines")
     func timeoutShowsTail() async throws {
         let dir = try scratchDirectory()
