@@ -50,8 +50,10 @@ let package = Package(
 
         .executableTarget(
             name: "hcos", dependencies: ["Builder", "VM", "HCOSCore", "GrubEnv", "Node", "Bundle", "Digest"]),
-        // make bench: hcos vs a standard Debian cloud-style image, booted the same way.
-        .executableTarget(name: "hcos-bench", dependencies: ["Builder", "VM", "HCOSCore", "Node", "Disk"]),
+        // make bench: hcos vs a standard Debian cloud-style image booted the same way; slot writes; upgrades.
+        .executableTarget(
+            name: "hcos-bench",
+            dependencies: ["Builder", "VM", "HCOSCore", "Node", "Disk", "Agent", "Bundle", "Digest"]),
         .executableTarget(
             name: "os-agent", dependencies: ["Node", "HCOSCore", "Agent", "AgentHTTP", "Fetch", "Digest"]),
 
@@ -63,6 +65,8 @@ let package = Package(
             ]),
         .testTarget(
             name: "SystemTests",
-            dependencies: ["HCOSCore", "Disk", "GrubEnv", "Builder", "VM", "Digest", "Node", "Agent", "Bundle", "AgentHTTP"]),
+            dependencies: [
+                "HCOSCore", "Disk", "GrubEnv", "Builder", "VM", "Digest", "Node", "Agent", "Bundle", "AgentHTTP",
+            ]),
     ]
 )

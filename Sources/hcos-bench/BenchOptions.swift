@@ -6,16 +6,22 @@ import HCOSCore
 struct BenchOptions {
     static let usage = """
         usage: hcos-bench [--output DIR] [--config FILE] [--cache DIR] [--boots 1|2] [--timeout SECONDS]
-                          [--rebuild] [--table-only]
+                          [--sections LIST] [--rebuild] [--table-only]
           --output DIR       where the images, console logs and results go (default: build/bench)
           --config FILE      hcos build configuration (default: image/hcos.conf)
           --cache DIR        apt download cache shared with hcos build (default: $HCOS_CACHE or ~/.cache/hcos)
           --boots N          boots per image: 1 (first boot) or 2 (first and second boot; default)
           --timeout SECONDS  longest wait for one boot's HCOS-READY line (default 900)
+          --sections LIST    what to measure, comma-separated (default: boot,slot-write,upgrade):
+                               boot        hcos vs the standard image: sizes, boot times, memory
+                               slot-write  os-agent's slot writer vs dd on this host
+                               upgrade     upgrade downtime vs a plain reboot, os-agent memory
+                                           during a 1 GiB upgrade (in qemu)
           --rebuild          build both images again even when build/bench holds them
           --table-only       print the table of the last run again (from DIR/results.json)
         Builds hcos and a standard Debian cloud-style image with the same kernel, boots both in
-        qemu with the same settings, and prints the comparison (also written to DIR/results.md).
+        qemu with the same settings, measures slot writes and upgrades, and prints the results
+        (also written to DIR/results.md).
         """
 
     var output = "build/bench"
@@ -23,6 +29,7 @@ struct BenchOptions {
     var cache: String
     var boots = 2
     var timeout = Duration.seconds(900)
+    var sections: Set<Section> = Set(Section.allCases)
     var rebuild = false
     var tableOnly = false
     var help = false
@@ -57,6 +64,20 @@ struct BenchOptions {
                     throw HCOSError(.invalidArgument, "--timeout takes seconds, not '\(text)'")
                 }
                 options.timeout = .seconds(seconds)
+            case "--sections":
+                let text = try value(argument)
+                var sections: Set<Section> = []
+                for name in text.split(separator: ",") {
+                    guard let section = Section(rawValue: String(name)) else {
+                        throw HCOSError(
+                            .invalidArgument,
+                            "--sections takes \(Section.allCases.map(\.rawValue).joined(separator: ", ")), not '\(name)'"
+                        )
+                    }
+                    sections.insert(section)
+                }
+                guard !sections.isEmpty else { throw HCOSError(.invalidArgument, "--sections is empty") }
+                options.sections = sections
             case "--rebuild": options.rebuild = true
             case "--table-only": options.tableOnly = true
             case "-h", "--help": options.help = true
@@ -66,5 +87,9 @@ struct BenchOptions {
         return options
     }
 
-    /// The same apt cache `hcos build` uses, so the two bootstraps share their downloads.
+    enum Section: String, CaseIterable {
+        case boot
+        case slotWrite = "slot-write"
+        case upgrade
+    }
 }

@@ -1,10 +1,13 @@
 import Builder
+import Bundle
+import Digest
 import Foundation
 import HCOSCore
 
-/// The hcos side of the benchmark: the default image, built with `Build` into DIR/hcos unless a
-/// build of the same version, newer than everything it is made from (image/, the configuration,
-/// os-agent), is already there.
+/// The hcos side of the benchmark: the default image, signed with the benchmark's own key
+/// (DIR/signing.key, made once) so that it accepts the upgrade section's bundles, built with
+/// `Build` into DIR/hcos unless a signed build of the same version, newer than everything it is
+/// made from (image/, the configuration, os-agent, the key), is already there.
 enum HCOSImage {
     static func ensure(
         config: BuildConfig, configPath: String, options: BenchOptions, dataDirectory: String, agent: String,
@@ -12,19 +15,33 @@ enum HCOSImage {
     ) throws -> BuildResult {
         let directory = "\(options.output)/hcos"
         let summary = "\(directory)/hcos-\(config.version).build.json"
-        let inputs = [dataDirectory, config.baseDirectory, configPath, agent]
+        let key = try ensureSigningKey(options)
+        let inputs = [dataDirectory, config.baseDirectory, configPath, agent, key]
         if !options.rebuild, let data = FileManager.default.contents(atPath: summary),
             let result = try? JSONDecoder().decode(BuildResult.self, from: data),
-            FileManager.default.fileExists(atPath: result.diskImage),
+            FileManager.default.fileExists(atPath: result.diskImage), result.bundle != nil,
             let built = modificationDate(summary), newestModification(inputs) < built
         {
             logger.info("hcos: reusing \(result.diskImage) (newer than its inputs; --rebuild to build it again)")
             return result
         }
         logger.info("hcos: building the image into \(directory) (missing, or older than image/ or os-agent)")
-        let buildOptions = Build.Options(
+        var buildOptions = Build.Options(
             output: directory, cache: options.cache, agentBinary: agent, imageDirectory: dataDirectory)
+        buildOptions.signingKey = key
         return try Build(config: config, options: buildOptions, logger: logger.with([("image", "hcos")])).run()
+    }
+
+    static func signingKey(_ options: BenchOptions) -> String { "\(options.output)/signing.key" }
+
+    /// The benchmark's signing key, made on first use (never overwritten).
+    static func ensureSigningKey(_ options: BenchOptions) throws -> String {
+        let path = signingKey(options)
+        guard !FileManager.default.fileExists(atPath: path) else { return path }
+        let pair = try Ed25519.generate()
+        try BundleKeys.write(pair.publicKey, kind: "public", to: "\(options.output)/signing.pub", mode: 0o644)
+        try BundleKeys.write(pair.privateKey, kind: "private", to: path, mode: 0o600)
+        return path
     }
 
     static func modificationDate(_ path: String) -> Date? {

@@ -1,5 +1,6 @@
 import Builder
 import Foundation
+import HCOSCore
 import Node
 
 /// Everything one benchmark run measured (DIR/results.json).
@@ -7,8 +8,13 @@ struct BenchResults: Codable {
     var date: String
     var accelerator: String
     var hcos: BuildResult
-    var standard: StandardBuildResult
+    /// The boot comparison (section `boot`); nil when the run left it out.
+    var standard: StandardBuildResult?
     var boots: [BootMeasurement]
+    /// Section `slot-write`: os-agent's slot writer against dd on the build host.
+    var slotWrite: [SlotWriteMeasurement]?
+    /// Section `upgrade`: reboot-to-commit downtime and the agent's memory in a VM.
+    var upgrade: UpgradeBenchResult?
 
     func measurement(_ system: String, boot: Int) -> BootMeasurement? {
         boots.first { $0.system == system && $0.boot == boot }
@@ -30,6 +36,11 @@ struct Target {
     static let memoryRatio = Target(text: "≤ 50 % of standard", limit: 0.50)
     /// 80 MB read as 80 × 10^6 bytes, the stricter of the two readings (76.3 MiB).
     static let memoryAbsolute = Target(text: "≤ 80 MB (76.3 MiB)", limit: 80_000_000)
+    /// dd's throughput over the agent's: at most 1/0.9, i.e. the agent writes at ≥ 0.9 × dd.
+    static let slotWrite = Target(text: "≥ 0.9 × dd", limit: 1 / 0.9)
+    static let downtime = Target(text: "≤ 1.1 × a plain reboot", limit: 1.1)
+    /// 50 MB read as 50 × 10^6 bytes, in KiB.
+    static let agentMemory = Target(text: "≤ 50 MB (47.7 MiB)", limit: 50_000_000 / 1024)
 }
 
 /// Renders the results as a markdown table (printed, and written to results.md).
@@ -49,8 +60,25 @@ struct ResultsTable {
     static func row(_ cells: [String]) -> String { "| " + cells.joined(separator: " | ") + " |" }
 
     func render() -> String {
+        var lines: [String] = []
+        if let standard = results.standard {
+            lines += comparison(standard)
+        } else {
+            lines.append("# hcos benchmark")
+            lines.append("")
+            lines.append(
+                "\(results.date) · kernel \(results.hcos.kernelVersion) · qemu \(results.accelerator.uppercased()), "
+                    + "\(BootRunner.cpus) vCPU, \(BootRunner.memoryMiB) MiB")
+            lines.append("")
+        }
+        if let slotWrite = results.slotWrite { lines += slotWriteTable(slotWrite) }
+        if let upgrade = results.upgrade { lines += upgradeTable(upgrade) }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// hcos against the standard image: sizes, then boots, then the method.
+    func comparison(_ standard: StandardBuildResult) -> [String] {
         let hcos = results.hcos
-        let standard = results.standard
         var lines: [String] = []
         lines.append("# hcos vs a standard Debian cloud-style image")
         lines.append("")
@@ -87,8 +115,9 @@ struct ResultsTable {
         lines.append("")
         lines.append("## How it was measured")
         lines.append("")
-        lines.append(contentsOf: notes().map { "- " + $0 })
-        return lines.joined(separator: "\n") + "\n"
+        lines.append(contentsOf: notes(standard).map { "- " + $0 })
+        lines.append("")
+        return lines
     }
 
     /// One metric of the boot table: how to read it from a boot, how to show it, its target.
@@ -185,8 +214,7 @@ struct ResultsTable {
         return lines
     }
 
-    func notes() -> [String] {
-        let standard = results.standard
+    func notes(_ standard: StandardBuildResult) -> [String] {
         var notes = [
             "hcos: the default image (image/hcos.conf) built by `Build` into build/bench/hcos; root = the "
                 + "\(results.hcos.rootFormat) image written to slot A.",
@@ -247,6 +275,133 @@ struct ResultsTable {
             }
         }
         notes.append("Console logs: \(results.boots.map(\.consoleLog).joined(separator: ", ")).")
+        return notes
+    }
+}
+
+extension ResultsTable {
+    static func rate(_ bytesPerSecond: Double?) -> String {
+        bytesPerSecond.map { String(format: "%.0f MiB/s", $0 / 1_048_576) } ?? "–"
+    }
+
+    /// Slot write throughput: os-agent's writer against dd, per payload.
+    func slotWriteTable(_ measurements: [SlotWriteMeasurement]) -> [String] {
+        var lines = [
+            "## Slot write (build host)", "",
+            Self.row([
+                "payload", "dd bs=4M conv=fsync", "os-agent write (SHA-256, fsync)", "os-agent/dd", "target",
+                "result", "os-agent write + read-back verification",
+            ]),
+            Self.row(Array(repeating: "---", count: 7)),
+        ]
+        for measurement in measurements {
+            let ratio = Self.ratio(measurement.writeRate, measurement.ddRate)
+            let inverse = Self.ratio(measurement.ddRate, measurement.writeRate)
+            lines.append(
+                Self.row([
+                    "\(measurement.payload) (\(Self.mib(measurement.bytes)))", Self.rate(measurement.ddRate),
+                    Self.rate(measurement.writeRate), ratio.map { String(format: "%.2f ×", $0) } ?? "–",
+                    Target.slotWrite.text, Target.slotWrite.verdict(inverse), Self.rate(measurement.writeAndVerifyRate),
+                ]))
+        }
+        lines += [
+            "",
+            "- Both write the same file (already in the page cache) into ROOT-B of a copy of the hcos disk image, "
+                + "at the partition's offset, in 4 MiB writes ending with fsync; the slot's pages are dropped from "
+                + "the page cache before each run, a first untimed write allocates the sparse file's blocks, and "
+                + "\(SlotWriteBench.rounds) rounds alternate which writer goes first (medians shown).",
+            "- The os-agent column is `SlotWriter.copy`, the code a node runs: it also computes the SHA-256 of the "
+                + "stream. The last column adds `SlotWriter.verify`, which reads the slot back from the disk and "
+                + "hashes it again, as every upgrade does before arming a slot.",
+            "",
+        ]
+        return lines
+    }
+
+    /// Upgrade downtime against plain reboots, and the agent's memory during a 1 GiB upgrade.
+    func upgradeTable(_ upgrade: UpgradeBenchResult) -> [String] {
+        func median(_ timings: [RebootTiming], _ value: (RebootTiming) -> Double?) -> Double? {
+            SlotWriteMeasurement.median(timings.compactMap(value))
+        }
+        let plainDown = median(upgrade.plain) { $0.downtime }
+        let upgradeDown = median(upgrade.upgrades) { $0.downtime }
+        let ratio = Self.ratio(upgradeDown, plainDown)
+        var lines = [
+            "## Upgrade (in qemu, \(BootRunner.cpus) vCPU, \(BootRunner.memoryMiB) MiB)", "",
+            Self.row(["metric", "value", "target", "result"]), Self.row(Array(repeating: "---", count: 4)),
+            Self.row([
+                "plain reboot: agent's reboot line → HCOS-READY (median of \(upgrade.plain.count))",
+                Self.seconds(plainDown), "", "",
+            ]),
+            Self.row([
+                "upgrade: agent's reboot line → new slot committed (median of \(upgrade.upgrades.count))",
+                Self.seconds(upgradeDown), "", "",
+            ]),
+            Self.row([
+                "upgrade downtime / plain reboot", ratio.map { String(format: "%.2f ×", $0) } ?? "–",
+                Target.downtime.text, Target.downtime.verdict(ratio),
+            ]),
+            Self.row([
+                "upgrade: HCOS-READY → committed (health gate after containerd is up, median)",
+                Self.seconds(median(upgrade.upgrades) { t in t.toCommittedSeconds.map { $0 - t.toReadySeconds } }), "",
+                "",
+            ]),
+        ]
+        if let large = upgrade.large {
+            lines.append(
+                Self.row([
+                    "os-agent peak RSS (VmHWM) during a \(Self.mib(large.rootBytes)) root image upgrade",
+                    Self.mib(kib: large.peakRSSKiB), Target.agentMemory.text,
+                    Target.agentMemory.verdict(Double(large.peakRSSKiB)),
+                ]))
+            lines.append(
+                Self.row([
+                    "os-agent largest sampled VmRSS during it (\(large.samples) samples)",
+                    Self.mib(kib: large.sampledMaxRSSKiB), "", "",
+                ]))
+            for phase in ["downloading", "verifying", "writing"] {
+                guard let seconds = large.phaseSeconds[phase], seconds > 0 else { continue }
+                lines.append(
+                    Self.row([
+                        "1 GiB upgrade, \(phase) (in the VM, TCG)",
+                        "\(Self.seconds(seconds)), \(Self.rate(Double(large.bundleBytes) / seconds))", "", "",
+                    ]))
+            }
+        }
+        lines += [""]
+        lines.append(contentsOf: upgradeNotes(upgrade).map { "- " + $0 })
+        lines.append("")
+        return lines
+    }
+
+    func upgradeNotes(_ upgrade: UpgradeBenchResult) -> [String] {
+        let commands: [String] = upgrade.reboots.map { timing in
+            let command = timing.command.replacingOccurrences(of: "http://10.0.2.2", with: "…")
+            return "`" + command + "`"
+        }
+        let sequence: String = commands.joined(separator: ", ")
+        let disk: String = ByteSize.format(UpgradeBench.diskSize)
+        var notes: [String] = [
+            "One VM of the hcos image (disk grown to \(disk)) runs, in order: \(sequence)"
+                + ". The bundles carry the image's own kernel, initramfs and root under new version numbers, so an "
+                + "upgrade's boot differs from a plain one only by what the upgrade adds: the trial, the health gate "
+                + "and the commit. The second upgrade finds its root already in slot B and does not rewrite it.",
+            "Times are host clock readings of console lines (each line is stamped when it arrives): from "
+                + "os-agent's `rebooting:` line, to HCOS-READY (plain), or to `slot B committed` (upgrade). Both "
+                + "include the shutdown, firmware, GRUB, kernel and userspace.",
+            "The 1 GiB upgrade (a bundle whose root payload is the real root image padded with random bytes to "
+                + "1 GiB) runs without reboot from slot B to slot A; /proc/PID/status of os-agent and `hcosctl "
+                + "status` are read through the debug shell every \(UpgradeBench.samplingInterval) until it is "
+                + "staged. VmHWM is the kernel's record of the agent's largest resident set since it started. Phase "
+                + "rates divide the bundle's size by the phase's duration (writing includes the read-back).",
+        ]
+        for timing in upgrade.reboots {
+            let command: String = timing.command.split(separator: " ").prefix(2).joined(separator: " ")
+            var note = "\(timing.kind) `\(command)`: boot line after \(Self.seconds(timing.toBootSeconds)), "
+            note += "HCOS-READY after \(Self.seconds(timing.toReadySeconds))"
+            if let committed = timing.toCommittedSeconds { note += ", committed after \(Self.seconds(committed))" }
+            notes.append(note + ".")
+        }
         return notes
     }
 }

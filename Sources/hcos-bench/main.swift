@@ -44,6 +44,36 @@ func run(_ options: BenchOptions) async throws {
     let hcos = try HCOSImage.ensure(
         config: config, configPath: configPath, options: options, dataDirectory: dataDirectory, agent: agent,
         logger: logger)
+    let boots = options.sections.contains(.boot) ? try await bootComparison(options, config: config, hcos: hcos) : nil
+    let slotWrite =
+        options.sections.contains(.slotWrite)
+        ? try SlotWriteBench(directory: "\(options.output)/slot-write", logger: logger).run(
+            diskImage: hcos.diskImage, rootImage: hcos.rootImage) : nil
+    var upgrade: UpgradeBenchResult?
+    if options.sections.contains(.upgrade) {
+        await BootRunner(directory: "\(options.output)/vm", timeout: options.timeout, logger: logger).waitForIdleHost()
+        upgrade = try await UpgradeBench(
+            directory: "\(options.output)/upgrade", timeout: options.timeout, logger: logger
+        )
+        .run(hcos: hcos, signingKey: HCOSImage.signingKey(options))
+    }
+
+    let formatter = ISO8601DateFormatter()
+    let results = BenchResults(
+        date: formatter.string(from: Date()), accelerator: accelerator.rawValue, hcos: hcos, standard: boots?.standard,
+        boots: boots?.measurements ?? [], slotWrite: slotWrite, upgrade: upgrade)
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+    try encoder.encode(results).write(to: URL(fileURLWithPath: "\(options.output)/results.json"))
+    try printTable(results, output: options.output)
+    logger.info("results written to \(options.output)/results.md and \(options.output)/results.json")
+}
+
+/// hcos against the standard image: both built (or reused), both booted the same way.
+func bootComparison(_ options: BenchOptions, config: BuildConfig, hcos: BuildResult) async throws -> (
+    standard: StandardBuildResult, measurements: [BootMeasurement]
+) {
+    let agent = try HCOSImage.agentBinary(environment: environment)
     let standard = try StandardImage(
         config: config, options: options, agent: agent, overlay: config.resolve(config.overlay), logger: logger
     ).ensure()
@@ -88,16 +118,7 @@ func run(_ options: BenchOptions) async throws {
         }
     }
     for system in systems { try? FileManager.default.removeItem(atPath: system.disk) }
-
-    let formatter = ISO8601DateFormatter()
-    let results = BenchResults(
-        date: formatter.string(from: Date()), accelerator: accelerator.rawValue, hcos: hcos, standard: standard,
-        boots: boots)
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-    try encoder.encode(results).write(to: URL(fileURLWithPath: "\(options.output)/results.json"))
-    try printTable(results, output: options.output)
-    logger.info("results written to \(options.output)/results.md and \(options.output)/results.json")
+    return (standard, boots)
 }
 
 do {
