@@ -86,6 +86,11 @@ public struct Command: Sendable {
         posix_spawn_file_actions_adddup2(&actions, inPipe[0], 0)
         posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
         posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
+        // A child sees stdin, stdout and stderr only. Descriptors a host process left
+        // inheritable (a test runner's, a library's) would otherwise reach every tool, and
+        // some tools break on them: mmdebstrap's apt hook redirects to its pipe's number, which
+        // dash cannot parse above 9.
+        hcos_spawn_addclosefrom(&actions, 3)
         if let workingDirectory {
             hcos_spawn_addchdir(&actions, workingDirectory)
         }

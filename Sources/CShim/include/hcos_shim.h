@@ -8,6 +8,8 @@
 
 int hcos_pipe2_cloexec(int fds[2]);
 int hcos_spawn_addchdir(posix_spawn_file_actions_t *actions, const char *path);
+// The child closes every descriptor from `lowest` up, whatever the parent left inheritable.
+int hcos_spawn_addclosefrom(posix_spawn_file_actions_t *actions, int lowest);
 
 // Block devices: size in bytes, re-read or resize one partition (BLKPG), flush buffers.
 int hcos_block_size(int fd, uint64_t *bytes);
