@@ -139,6 +139,17 @@ public final class AgentCore: Sendable {
         }
     }
 
+    /// A step inside the current phase (hcosctl shows each as a line of its own). Kept in
+    /// memory like the progress: the phase, not the step, is what a restart resumes from.
+    func setStep(_ message: String, progress: Progress?) {
+        state.withLock { current in
+            current.operation?.message = message
+            current.operation?.progress = progress
+            current.operation?.updatedAt = Timestamp.now()
+        }
+        logger.info("upgrade step: \(message)", [("operation", snapshot().operation?.id ?? "-")])
+    }
+
     func enter(_ phase: UpgradePhase, message: String? = nil, progress: Progress? = nil) throws {
         try mutate { state in
             state.operation?.phase = phase

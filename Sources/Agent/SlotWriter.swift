@@ -18,8 +18,8 @@ public struct SlotWriter: Sendable {
     public init(target: PartitionRef) { self.target = target }
 
     /// True when the slot already holds exactly these bytes (a retried upgrade skips the write).
-    public func holds(digest: String, size: UInt64) -> Bool {
-        guard size <= target.size, let actual = try? readBackDigest(size: size, progress: { _ in }) else {
+    public func holds(digest: String, size: UInt64, progress: (UInt64) -> Void = { _ in }) -> Bool {
+        guard size <= target.size, let actual = try? readBackDigest(size: size, progress: progress) else {
             return false
         }
         return actual == digest
@@ -80,8 +80,8 @@ public struct SlotWriter: Sendable {
     }
 
     /// Reads the slot back from the disk (not the page cache) and compares it with the digest.
-    public func verify(size: UInt64, digest expected: String) throws {
-        let readBack = try readBackDigest(size: size, progress: { _ in })
+    public func verify(size: UInt64, digest expected: String, progress: (UInt64) -> Void = { _ in }) throws {
+        let readBack = try readBackDigest(size: size, progress: progress)
         guard readBack == expected else {
             throw HCOSError(
                 .io, "\(target) read back sha256:\(readBack) after writing sha256:\(expected): the disk lost the write")

@@ -52,15 +52,23 @@ struct Upgrade {
             if state.trial?.slot == target.rawValue { state.trial = nil }
         }
         try core.boot.markUnbootable(target)
-        try core.enter(.writing, progress: Progress(done: 0, total: root.size))
+        let name = "slot \(target.rawValue)"
+        let progress: @Sendable (UInt64) -> Void = { done in core.setProgress(Progress(done: done, total: root.size)) }
+        try core.enter(
+            .writing, message: "\(name): checking whether it already holds this root image",
+            progress: Progress(done: 0, total: root.size))
         let writer = SlotWriter(target: slot)
-        if writer.holds(digest: root.sha256, size: root.size) {
-            core.logger.info("slot \(target.rawValue) already holds sha256:\(root.sha256); not rewriting it")
+        if writer.holds(digest: root.sha256, size: root.size, progress: progress) {
+            core.setStep("\(name) already holds sha256:\(root.sha256); not rewriting it", progress: nil)
         } else {
-            try writer.write(
-                from: bundle, offset: head.payloadStart + root.offset, size: root.size, digest: root.sha256
-            ) { done in core.setProgress(Progress(done: done, total: root.size)) }
+            core.setStep("\(name): writing the root image", progress: Progress(done: 0, total: root.size))
+            try writer.copy(
+                from: bundle, offset: head.payloadStart + root.offset, size: root.size, digest: root.sha256,
+                progress: progress)
+            core.setStep("\(name): reading it back from the disk", progress: Progress(done: 0, total: root.size))
+            try writer.verify(size: root.size, digest: root.sha256, progress: progress)
         }
+        core.setStep("\(name): kernel and initramfs into the EFI partition", progress: nil)
         try installBootFiles(bundle: bundle, head: head, kernel: kernel, initramfs: initramfs)
         try core.mutate { $0[slot: target.rawValue].state = .written }
         try core.enter(.writtenVerified, message: "sha256:\(root.sha256)")

@@ -179,7 +179,7 @@ public final class DebugShell: Sendable {
         }
         while cursor < text.count && text[cursor] == 13 { cursor += 1 }
         guard cursor < text.count, text[cursor] == 10 else { return nil }
-        var output = Array(text[outputStart..<endAt]).filter { $0 != 13 }
+        var output = rendered(Array(text[outputStart..<endAt]))
         // The end marker is printed after a newline of its own, so output without a final
         // newline still ends the line; remove exactly that one.
         if output.last == 10 { output.removeLast() }
@@ -187,6 +187,27 @@ public final class DebugShell: Sendable {
         return (
             ShellResult(status: status, output: String(decoding: output, as: UTF8.self)), cursor + 1
         )
+    }
+
+    /// The text as a terminal shows it: `\r\n` ends a line, and a bare `\r` (a progress bar
+    /// redrawn in place) returns to the start of the line, so only its last drawing stays.
+    static func rendered(_ bytes: [UInt8]) -> [UInt8] {
+        var output: [UInt8] = []
+        var lineStart = 0
+        var index = 0
+        while index < bytes.count {
+            guard bytes[index] == 13 else {
+                output.append(bytes[index])
+                if bytes[index] == 10 { lineStart = output.count }
+                index += 1
+                continue
+            }
+            var next = index
+            while next < bytes.count && bytes[next] == 13 { next += 1 }
+            if next < bytes.count && bytes[next] != 10 { output.removeSubrange(lineStart...) }
+            index = next
+        }
+        return output
     }
 
     private static func find(_ needle: [UInt8], in haystack: [UInt8], from start: Int) -> Int? {

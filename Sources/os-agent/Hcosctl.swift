@@ -255,25 +255,37 @@ enum Hcosctl {
         let enabled: Bool
         let terminal = isatty(2) == 1
         var phase: UpgradePhase?
+        var message: String?
         var drawn = false
+        var bar = ""
 
         init(enabled: Bool) { self.enabled = enabled }
 
+        /// A line for each new phase and each new step inside it; the bar only when it changed.
         func show(_ operation: AgentOperation) {
             guard enabled else { return }
-            if operation.phase != phase {
+            if operation.phase != phase || operation.message != message {
                 if drawn { emit("\n") }
                 drawn = false
+                bar = ""
+                if operation.phase != phase {
+                    emit("[\(operation.phase.rawValue)] \(operation.message ?? "")\n")
+                } else if let step = operation.message {
+                    emit("  \(step)\n")
+                }
                 phase = operation.phase
-                emit("[\(operation.phase.rawValue)] \(operation.message ?? "")\n")
+                message = operation.message
             }
             guard terminal, let progress = operation.progress, let total = progress.total, total > 0 else { return }
             let width = 40
             let filled = Int(progress.done * UInt64(width) / total)
-            let bar = String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled)
-            emit(
-                "\r  [\(bar)] \(progress.done * 100 / total)% \(ByteSize.format(progress.done)) of \(ByteSize.format(total))"
-            )
+            let line =
+                "  [" + String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled)
+                + "] \(progress.done * 100 / total)% \(ByteSize.format(progress.done)) of \(ByteSize.format(total))"
+            guard line != bar else { return }
+            // Padded to the last bar's width: a shorter line leaves nothing of the longer one.
+            emit("\r" + line + String(repeating: " ", count: max(0, bar.count - line.count)))
+            bar = line
             drawn = true
         }
 

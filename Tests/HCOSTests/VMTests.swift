@@ -397,6 +397,14 @@ struct SerialConsoleTests {
 
 @Suite("Debug shell protocol", .serialized)
 struct DebugShellTests {
+    @Test("shows output as a terminal would: CRLF ends a line, a bare CR redraws it")
+    func rendersCarriageReturns() throws {
+        let output = "[writing]\r\n  [#---] 25%\r  [##--] 50%\r  [####] 100%\r\ndone\r\n"
+        let raw = Array("HCOSBEGIN_7q\r\n\(output)HCOSEND_7q_0\r\n".utf8)
+        let parsed = try #require(DebugShell.parse(raw, tag: "7q"))
+        #expect(parsed.0.output == "[writing]\n  [####] 100%\ndone")
+    }
+
     @Test("parses framed output split across echo, prompts and CRLF")
     func parseFrame() throws {
         let raw = Array(
