@@ -258,6 +258,7 @@ enum Hcosctl {
         var message: String?
         var drawn = false
         var bar = ""
+        var total: UInt64?
 
         init(enabled: Bool) { self.enabled = enabled }
 
@@ -265,7 +266,10 @@ enum Hcosctl {
         func show(_ operation: AgentOperation) {
             guard enabled else { return }
             if operation.phase != phase || operation.message != message {
+                // The step behind the bar is over (the poll may have missed its last bytes).
+                if drawn, operation.phase != .failed, let total { draw(done: total, total: total) }
                 if drawn { emit("\n") }
+                total = nil
                 drawn = false
                 bar = ""
                 if operation.phase != phase {
@@ -277,16 +281,21 @@ enum Hcosctl {
                 message = operation.message
             }
             guard terminal, let progress = operation.progress, let total = progress.total, total > 0 else { return }
+            draw(done: progress.done, total: total)
+        }
+
+        func draw(done: UInt64, total: UInt64) {
             let width = 40
-            let filled = Int(progress.done * UInt64(width) / total)
+            let filled = Int(done * UInt64(width) / total)
             let line =
                 "  [" + String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled)
-                + "] \(progress.done * 100 / total)% \(ByteSize.format(progress.done)) of \(ByteSize.format(total))"
+                + "] \(done * 100 / total)% \(ByteSize.format(done)) of \(ByteSize.format(total))"
             guard line != bar else { return }
             // Padded to the last bar's width: a shorter line leaves nothing of the longer one.
             emit("\r" + line + String(repeating: " ", count: max(0, bar.count - line.count)))
             bar = line
             drawn = true
+            self.total = total
         }
 
         func finish() { if drawn { emit("\n") } }
