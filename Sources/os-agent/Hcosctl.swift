@@ -273,7 +273,7 @@ enum Hcosctl {
                 drawn = false
                 bar = ""
                 if operation.phase != phase {
-                    emit("[\(operation.phase.rawValue)] \(operation.message ?? "")\n")
+                    emit("[\(operation.phase.rawValue)]" + (operation.message.map { " " + $0 } ?? "") + "\n")
                 } else if let step = operation.message {
                     emit("  \(step)\n")
                 }
