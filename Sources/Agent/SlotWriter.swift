@@ -1,7 +1,9 @@
 import Digest
 import Disk
+import Dispatch
 import FoundationEssentials
 import HCOSCore
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -17,11 +19,24 @@ public struct SlotWriter: Sendable {
 
     public init(target: PartitionRef) { self.target = target }
 
-    /// True when the slot already holds exactly these bytes (a retried upgrade skips the write).
-    public func holds(digest: String, size: UInt64, progress: (UInt64) -> Void = { _ in }) -> Bool {
-        guard size <= target.size, let actual = try? readBackDigest(size: size, progress: progress) else {
-            return false
+    /// True when the slot already holds exactly the `size` bytes at `offset` of `source`, whose
+    /// digest is `digest` (a retried upgrade skips the write). The first and the last chunk are
+    /// compared before the slot is hashed whole: a slot holding another image (the usual case)
+    /// is told apart in two reads instead of a read of the whole image, which on a slow disk
+    /// costs as much as the write.
+    public func holds(
+        digest: String, size: UInt64, source: FileDescriptor, offset: UInt64, progress: (UInt64) -> Void = { _ in }
+    ) -> Bool {
+        guard size > 0, size <= target.size, let device = try? FileDescriptor(path: target.path, flags: O_RDONLY)
+        else { return false }
+        let chunk = UInt64(Self.chunkSize)
+        for start in Set([0, size > chunk ? size - chunk : 0]) {
+            let count = Int(min(chunk, size - start))
+            guard let mine = try? device.read(at: target.offset + start, count: count),
+                let theirs = try? source.read(at: offset + start, count: count), mine == theirs
+            else { return false }
         }
+        guard let actual = try? readBackDigest(size: size, progress: progress) else { return false }
         return actual == digest
     }
 
@@ -46,6 +61,9 @@ public struct SlotWriter: Sendable {
                 "the root image (\(ByteSize.format(size))) does not fit \(target) (\(ByteSize.format(target.size)))")
         }
         let device = try FileDescriptor(path: target.path, flags: O_RDWR)
+        let writer = ChunkWriter(device: device, target: target, size: size)
+        // However this ends, no write is left running behind the caller's back.
+        defer { try? writer.wait() }
         var hash = try SHA256()
         var done: UInt64 = 0
         while done < size {
@@ -56,17 +74,15 @@ public struct SlotWriter: Sendable {
                     .corrupt,
                     "\(source.path) is truncated: the root image ends at byte \(done + UInt64(chunk.count)) of \(size)")
             }
+            // The previous chunk is written before this one starts: the slot fills in order.
+            try writer.wait()
+            writer.write(chunk, at: done)
             try hash.update(chunk)
-            do {
-                try device.write(chunk, at: target.offset + done)
-            } catch let error as SystemError {
-                throw HCOSError(
-                    error.errno == ENOSPC ? .noSpace : .io,
-                    "cannot write \(target) at byte \(done) of \(size)", cause: error)
-            }
-            done += UInt64(count)
             progress(done)
+            done += UInt64(count)
         }
+        try writer.wait()
+        progress(done)
         let streamed = try hash.finalizeHex()
         guard streamed == expected else {
             throw HCOSError(
@@ -109,5 +125,45 @@ public struct SlotWriter: Sendable {
             progress(done)
         }
         return try hash.finalizeHex()
+    }
+}
+
+/// Writes one chunk at a time on a thread of its own while the caller reads and hashes the
+/// next: one after the other on one thread, SHA-256 and the write made the slot writer run at
+/// two thirds of dd's speed on the same disk.
+private final class ChunkWriter: Sendable {
+    let device: FileDescriptor
+    let target: PartitionRef
+    let size: UInt64
+    private let queue = DispatchQueue(label: "hcos.slot-writer")
+    private let group = DispatchGroup()
+    private let failure = Mutex<HCOSError?>(nil)
+
+    init(device: FileDescriptor, target: PartitionRef, size: UInt64) {
+        self.device = device
+        self.target = target
+        self.size = size
+    }
+
+    /// Queues `chunk` for the slot's byte `position`; a failure surfaces in the next `wait`.
+    func write(_ chunk: [UInt8], at position: UInt64) {
+        queue.async(group: group) { [self] in
+            guard failure.withLock({ $0 == nil }) else { return }
+            do {
+                try device.write(chunk, at: target.offset + position)
+            } catch {
+                let errno = (error as? SystemError)?.errno
+                let failed = HCOSError(
+                    errno == ENOSPC ? .noSpace : .io, "cannot write \(target) at byte \(position) of \(size)",
+                    cause: error)
+                failure.withLock { $0 = failed }
+            }
+        }
+    }
+
+    /// Waits until every queued chunk is written; throws the first write that failed.
+    func wait() throws {
+        group.wait()
+        if let failed = failure.withLock({ $0 }) { throw failed }
     }
 }

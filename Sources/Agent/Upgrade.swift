@@ -58,7 +58,10 @@ struct Upgrade {
             .writing, message: "\(name): checking whether it already holds this root image",
             progress: Progress(done: 0, total: root.size))
         let writer = SlotWriter(target: slot)
-        if writer.holds(digest: root.sha256, size: root.size, progress: progress) {
+        if writer.holds(
+            digest: root.sha256, size: root.size, source: bundle, offset: head.payloadStart + root.offset,
+            progress: progress)
+        {
             core.setStep("\(name) already holds sha256:\(root.sha256); not rewriting it", progress: nil)
         } else {
             core.setStep("\(name): writing the root image", progress: Progress(done: 0, total: root.size))

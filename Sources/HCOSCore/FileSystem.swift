@@ -16,19 +16,19 @@ public final class FileDescriptor: @unchecked Sendable {
 
     deinit { close(fd) }
 
+    /// Up to `count` bytes at `offset`; fewer only at the end of the file. The array is filled
+    /// in place (no zeroing, no copy): the slot writer and the digest code move gigabytes here.
     public func read(at offset: UInt64, count: Int) throws -> [UInt8] {
-        var bytes = [UInt8](repeating: 0, count: count)
-        var done = 0
-        while done < count {
-            let n = try bytes.withUnsafeMutableBytes { buf in
-                try Syscall.call("pread", path) {
-                    pread(fd, buf.baseAddress.map { $0 + done }, count - done, off_t(offset) + off_t(done))
+        try [UInt8](unsafeUninitializedCapacity: count) { buf, initialized in
+            while initialized < count {
+                let start = initialized
+                let n = try Syscall.call("pread", path) {
+                    pread(fd, buf.baseAddress.map { $0 + start }, count - start, off_t(offset) + off_t(start))
                 }
+                if n == 0 { break }
+                initialized += n
             }
-            if n == 0 { break }
-            done += n
         }
-        return Array(bytes[0..<done])
     }
 
     public func write(_ bytes: [UInt8], at offset: UInt64) throws {
