@@ -23,6 +23,12 @@ int hcos_spawn_addclosefrom(posix_spawn_file_actions_t *actions, int lowest) {
     return posix_spawn_file_actions_addclosefrom_np(actions, lowest);
 }
 
+int hcos_writeback(int fd, int64_t offset, int64_t length, int wait) {
+    unsigned int flags = SYNC_FILE_RANGE_WRITE;
+    if (wait) flags |= SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WAIT_AFTER;
+    return sync_file_range(fd, offset, length, flags);
+}
+
 int hcos_block_size(int fd, uint64_t *bytes) { return ioctl(fd, BLKGETSIZE64, bytes); }
 
 int hcos_blkpg_resize_partition(int fd, int partno, int64_t start_bytes, int64_t length_bytes) {

@@ -1,3 +1,4 @@
+import CShim
 import FoundationEssentials
 
 #if canImport(Glibc)
@@ -44,6 +45,20 @@ public final class FileDescriptor: @unchecked Sendable {
     }
 
     public func sync() throws { try Syscall.call("fsync", path) { fsync(fd) } }
+
+    /// Starts writing the range's dirty pages to the disk and returns (`wait`: false), or returns
+    /// once they are written (`wait`: true). Not durable by itself (no metadata, no flush of
+    /// the disk's cache): a write still ends with `sync`.
+    public func writeBack(at offset: UInt64, count: UInt64, wait: Bool) throws {
+        try Syscall.call("sync_file_range", path) {
+            hcos_writeback(fd, Int64(offset), Int64(count), wait ? 1 : 0)
+        }
+    }
+
+    /// Drops the range's clean pages from the page cache (a hint; dirty pages stay).
+    public func dropCache(at offset: UInt64, count: UInt64) {
+        _ = posix_fadvise(fd, off_t(offset), off_t(count), POSIX_FADV_DONTNEED)
+    }
 
     public func size() throws -> UInt64 {
         var st = stat()

@@ -11,6 +11,10 @@ int hcos_spawn_addchdir(posix_spawn_file_actions_t *actions, const char *path);
 // The child closes every descriptor from `lowest` up, whatever the parent left inheritable.
 int hcos_spawn_addclosefrom(posix_spawn_file_actions_t *actions, int lowest);
 
+// sync_file_range: start writing a range's dirty pages back (wait = 0), or write them and wait
+// until they are written (wait = 1). Not a durability guarantee: fsync still ends a write.
+int hcos_writeback(int fd, int64_t offset, int64_t length, int wait);
+
 // Block devices: size in bytes, re-read or resize one partition (BLKPG), flush buffers.
 int hcos_block_size(int fd, uint64_t *bytes);
 int hcos_blkpg_resize_partition(int fd, int partno, int64_t start_bytes, int64_t length_bytes);
