@@ -354,6 +354,12 @@ extension ResultsTable {
                     Self.mib(kib: large.peakRSSKiB), Target.agentMemory.text,
                     Target.agentMemory.verdict(Double(large.peakRSSKiB)),
                 ]))
+            if let before = large.peakRSSBeforeKiB {
+                lines.append(
+                    Self.row([
+                        "os-agent peak RSS (VmHWM) before that upgrade started", Self.mib(kib: before), "", "",
+                    ]))
+            }
             lines.append(
                 Self.row([
                     "os-agent largest sampled VmRSS during it (\(large.samples) samples)",
@@ -385,7 +391,7 @@ extension ResultsTable {
             "One VM of the hcos image (disk grown to \(disk)) runs, in order: \(sequence)"
                 + ". The bundles carry the image's own kernel, initramfs and root under new version numbers, so an "
                 + "upgrade's boot differs from a plain one only by what the upgrade adds: the trial, the health gate "
-                + "and the commit. The second upgrade finds its root already in slot B and does not rewrite it.",
+                + "and the commit. Upgrades after the first find their root already in slot B and do not rewrite it.",
             "Times are host clock readings of console lines (each line is stamped when it arrives): from "
                 + "os-agent's `rebooting:` line, to HCOS-READY (plain), or to `slot B committed` (upgrade). Both "
                 + "include the shutdown, firmware, GRUB, kernel and userspace.",
@@ -397,7 +403,9 @@ extension ResultsTable {
         ]
         for timing in upgrade.reboots {
             let command: String = timing.command.split(separator: " ").prefix(2).joined(separator: " ")
-            var note = "\(timing.kind) `\(command)`: boot line after \(Self.seconds(timing.toBootSeconds)), "
+            var note = "\(timing.kind) `\(command)`: "
+            if let grub = timing.toGrubSeconds { note += "GRUB's line after \(Self.seconds(grub)), " }
+            note += "boot line after \(Self.seconds(timing.toBootSeconds)), "
             note += "HCOS-READY after \(Self.seconds(timing.toReadySeconds))"
             if let committed = timing.toCommittedSeconds { note += ", committed after \(Self.seconds(committed))" }
             notes.append(note + ".")

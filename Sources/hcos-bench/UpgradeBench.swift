@@ -10,6 +10,9 @@ import VM
 struct RebootTiming: Codable {
     var kind: String
     var command: String
+    /// Agent's reboot line → GRUB's "hcos: booting slot" line (shutdown, firmware, GRUB's
+    /// environment; a trial boot also saves its decremented try there). nil in older results.
+    var toGrubSeconds: Double?
     /// Agent's reboot line → the initramfs's HCOS-BOOT line (shutdown, firmware, GRUB, kernel).
     var toBootSeconds: Double
     /// Agent's reboot line → HCOS-READY (containerd and multi-user.target active).
@@ -27,6 +30,9 @@ struct LargeUpgradeMeasurement: Codable {
     var bundleBytes: UInt64
     /// The kernel's high-water mark of the agent's resident set (VmHWM) after the upgrade.
     var peakRSSKiB: UInt64
+    /// VmHWM just before the upgrade started (boot, health gate, commit, earlier upgrades):
+    /// tells whether the peak belongs to the 1 GiB upgrade. nil in older results.
+    var peakRSSBeforeKiB: UInt64?
     /// The largest VmRSS seen while sampling during the upgrade.
     var sampledMaxRSSKiB: UInt64
     var samples: Int
@@ -43,8 +49,8 @@ struct UpgradeBenchResult: Codable {
     var upgrades: [RebootTiming] { reboots.filter { $0.kind == "upgrade" } }
 }
 
-/// The upgrade section of `make bench`, in one VM of the hcos image: two plain reboots and two
-/// upgrades timed from the console, then a 1 GiB upgrade with the agent's memory sampled.
+/// The upgrade section of `make bench`, in one VM of the hcos image: plain reboots and upgrades,
+/// `rounds` of each, timed from the console, then a 1 GiB upgrade with the agent's memory sampled.
 /// The bundles carry the image's own kernel, initramfs and root under new version numbers, so
 /// an upgrade's boot differs from a plain one only by what the upgrade adds (trial, health gate).
 struct UpgradeBench {
@@ -52,6 +58,8 @@ struct UpgradeBench {
     static let diskSize: UInt64 = 5 << 30
     static let largeRootSize: UInt64 = 1 << 30
     static let samplingInterval = Duration.seconds(1)
+    /// Plain reboots and upgrades measured each (boots under TCG vary by a few seconds).
+    static let rounds = 3
 
     let directory: String
     let timeout: Duration
@@ -93,13 +101,15 @@ struct UpgradeBench {
                     vm, shell, kind: "upgrade",
                     command: "hcosctl upgrade \(url) --expect-version \(upgradeVersion) --reboot",
                     commits: "B"))
-            reboots.append(try await reboot(vm, shell, kind: "plain", command: "hcosctl rollback"))
-            // Slot B still holds the same root: this upgrade skips the write, the reboot is the same.
-            reboots.append(
-                try await reboot(
-                    vm, shell, kind: "upgrade",
-                    command: "hcosctl upgrade \(url) --expect-version \(upgradeVersion) --reboot",
-                    commits: "B"))
+            // Slot B still holds the same root: these upgrades skip the write, the reboot is the same.
+            for _ in 1..<Self.rounds {
+                reboots.append(try await reboot(vm, shell, kind: "plain", command: "hcosctl rollback"))
+                reboots.append(
+                    try await reboot(
+                        vm, shell, kind: "upgrade",
+                        command: "hcosctl upgrade \(url) --expect-version \(upgradeVersion) --reboot",
+                        commits: "B"))
+            }
             let largeURL = server.guestURL(URL(fileURLWithPath: large.path).lastPathComponent)
             let measurement = try await largeUpgrade(
                 shell, url: largeURL, version: largeVersion, rootBytes: large.rootBytes, bundleBytes: large.bundleBytes)
@@ -128,8 +138,11 @@ struct UpgradeBench {
         let rebooting = try await vm.console.waitForMatch(
             after: mark, timeout: .seconds(120), description: "os-agent's 'rebooting:' line"
         ) { $0.contains("os-agent: rebooting: ") }
+        let grub = try await vm.console.waitForMatch(
+            after: rebooting.next, timeout: timeout, description: "GRUB's 'hcos: booting slot' line"
+        ) { $0.contains("hcos: booting slot") }
         let boot = try await vm.console.waitForMatch(
-            after: rebooting.next, timeout: timeout, description: "the next boot's HCOS-BOOT line"
+            after: grub.next, timeout: timeout, description: "the next boot's HCOS-BOOT line"
         ) { SerialConsole.payload(of: "HCOS-BOOT", in: $0) != nil }
         let ready = try await vm.console.waitForMatch(
             after: boot.next, timeout: timeout, description: "HCOS-READY"
@@ -142,7 +155,8 @@ struct UpgradeBench {
         }
         try await shell.waitUntilReady(timeout: .seconds(120))
         let timing = RebootTiming(
-            kind: kind, command: command, toBootSeconds: Self.seconds(boot.at - rebooting.at),
+            kind: kind, command: command, toGrubSeconds: Self.seconds(grub.at - rebooting.at),
+            toBootSeconds: Self.seconds(boot.at - rebooting.at),
             toReadySeconds: Self.seconds(ready.at - rebooting.at),
             toCommittedSeconds: committed.map { Self.seconds($0.at - rebooting.at) })
         logger.info(
@@ -162,6 +176,7 @@ struct UpgradeBench {
         let pid = try await shell.check("systemctl show -p MainPID --value hcos-agent").trimmed()
         guard Int(pid) ?? 0 > 0 else { throw HCOSError(.notFound, "hcos-agent has no main process (MainPID=\(pid))") }
         logger.info("upgrade bench: 1 GiB upgrade", [("agent_pid", pid)])
+        let before = Self.memoryFields(try await shell.check("cat /proc/\(pid)/status"))
         _ = try await shell.check("hcosctl upgrade \(url) --expect-version \(version) --no-wait")
         let clock = ContinuousClock()
         var phases: [(String, ContinuousClock.Instant)] = []
@@ -195,6 +210,7 @@ struct UpgradeBench {
         }
         return LargeUpgradeMeasurement(
             rootBytes: rootBytes, bundleBytes: bundleBytes, peakRSSKiB: memory["VmHWM"] ?? 0,
+            peakRSSBeforeKiB: before["VmHWM"],
             sampledMaxRSSKiB: max(maxRSS, memory["VmRSS"] ?? 0), samples: samples, phaseSeconds: durations,
             finalPhase: final)
     }
