@@ -46,7 +46,7 @@ public struct BootFiles: Sendable {
             let copy = "\(file.path).readback"
             defer { unlink(copy) }
             _ = try mtools("mcopy", ["-o", "::/\(slot)/\(file.name)", copy])
-            guard try FileSystem.readBytes(copy) == FileSystem.readBytes(file.path) else {
+            guard try FileSystem.sameContents(copy, file.path) else {
                 throw HCOSError(.io, "/\(slot)/\(file.name) on \(esp) did not read back as written")
             }
         }

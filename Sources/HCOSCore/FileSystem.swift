@@ -86,6 +86,23 @@ public enum FileSystem {
         return try file.read(at: 0, count: Int(try file.size()))
     }
 
+    /// True when the two files hold the same bytes; read 1 MiB at a time from each, so comparing
+    /// a kernel costs 2 MiB of memory, not twice its size (os-agent stays small during upgrades).
+    public static func sameContents(_ first: String, _ second: String) throws -> Bool {
+        let a = try FileDescriptor(path: first, flags: O_RDONLY)
+        let b = try FileDescriptor(path: second, flags: O_RDONLY)
+        let size = try a.size()
+        guard try b.size() == size else { return false }
+        var offset: UInt64 = 0
+        while offset < size {
+            let count = Int(min(UInt64(1 << 20), size - offset))
+            let left = try a.read(at: offset, count: count)
+            guard !left.isEmpty, try b.read(at: offset, count: count) == left else { return false }
+            offset += UInt64(left.count)
+        }
+        return true
+    }
+
     public static func readString(_ path: String) throws -> String {
         // /proc and /sys files report size 0: read until EOF instead of trusting st_size.
         let file = try FileDescriptor(path: path, flags: O_RDONLY)
