@@ -159,10 +159,10 @@ private final class ChunkWriter: Sendable {
                 // fsync), with a queue deep enough to keep it busy, and a node's page cache
                 // holds `window` chunks of the image, not all of it.
                 let chunkSize = UInt64(SlotWriter.chunkSize)
-                try device.writeBack(at: start, count: UInt64(chunk.count), wait: false)
+                try writeBack(at: start, count: UInt64(chunk.count), wait: false)
                 if position >= Self.window * chunkSize {
                     let behind = start - Self.window * chunkSize
-                    try device.writeBack(at: behind, count: chunkSize, wait: true)
+                    try writeBack(at: behind, count: chunkSize, wait: true)
                     device.dropCache(at: behind, count: chunkSize)
                 }
             } catch {
@@ -172,6 +172,16 @@ private final class ChunkWriter: Sendable {
                     cause: error)
                 failure.withLock { $0 = failed }
             }
+        }
+    }
+
+    /// Early writeback is a means to speed, not to safety (the final fsync is): a file system
+    /// that does not do it (EINVAL, EOPNOTSUPP) is fine; a disk error is not.
+    private func writeBack(at offset: UInt64, count: UInt64, wait: Bool) throws {
+        do {
+            try device.writeBack(at: offset, count: count, wait: wait)
+        } catch let error as SystemError where error.errno != EIO && error.errno != ENOSPC {
+            return
         }
     }
 
