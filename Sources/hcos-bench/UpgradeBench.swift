@@ -95,15 +95,11 @@ struct UpgradeBench {
             try await shell.waitUntilReady(timeout: .seconds(120))
             let url = server.guestURL(URL(fileURLWithPath: bundle).lastPathComponent)
             var reboots: [RebootTiming] = []
-            reboots.append(try await reboot(vm, shell, kind: "plain", command: "hcosctl reboot"))
-            reboots.append(
-                try await reboot(
-                    vm, shell, kind: "upgrade",
-                    command: "hcosctl upgrade \(url) --expect-version \(upgradeVersion) --reboot",
-                    commits: "B"))
-            // Slot B still holds the same root: these upgrades skip the write, the reboot is the same.
-            for _ in 1..<Self.rounds {
-                reboots.append(try await reboot(vm, shell, kind: "plain", command: "hcosctl rollback"))
+            // Rounds after the first go back to slot A first; slot B still holds the same root, so
+            // their upgrades skip the write and the reboot is the same.
+            for round in 1...Self.rounds {
+                let plain = round == 1 ? "hcosctl reboot" : "hcosctl rollback"
+                reboots.append(try await reboot(vm, shell, kind: "plain", command: plain))
                 reboots.append(
                     try await reboot(
                         vm, shell, kind: "upgrade",
