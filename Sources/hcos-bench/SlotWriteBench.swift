@@ -72,7 +72,8 @@ struct SlotWriteBench {
         for round in 1...Self.rounds {
             let ddFirst = round % 2 == 1
             for which in ddFirst ? ["dd", "agent"] : ["agent", "dd"] {
-                try Self.dropCache(slot)
+                // The slot's pages leave the host's page cache (they are clean after the fsync).
+                try FileDescriptor(path: slot.path, flags: O_RDONLY).dropCache(at: slot.offset, count: slot.size)
                 if which == "dd" {
                     result.ddSeconds.append(try Self.time { try dd(path, to: slot) })
                 } else {
@@ -108,12 +109,6 @@ struct SlotWriteBench {
         let clock = ContinuousClock()
         let elapsed = try clock.measure(body)
         return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-    }
-
-    /// Drops the slot's pages from the host's page cache (they are clean after the fsync).
-    static func dropCache(_ slot: PartitionRef) throws {
-        let file = try FileDescriptor(path: slot.path, flags: O_RDONLY)
-        _ = posix_fadvise(file.fd, off_t(slot.offset), off_t(slot.size), POSIX_FADV_DONTNEED)
     }
 
     /// Incompressible bytes, so no layer below (sparse files, compression) makes the write cheap.
