@@ -44,6 +44,17 @@ struct SlotWriterTests {
         }
 
         func diskBytes() throws -> [UInt8] { try FileSystem.readBytes(disk) }
+
+        /// Writes `source` into the slot under the size and digest of `payload` (what the signed
+        /// manifest claims; the source may differ from it).
+        func write(
+            _ source: (FileDescriptor, offset: UInt64), claiming payload: [UInt8],
+            progress: (UInt64) -> Void = { _ in }
+        ) throws {
+            try SlotWriter(target: slot).write(
+                from: source.0, offset: source.offset, size: UInt64(payload.count),
+                digest: try SlotWriterTests.digest(payload), progress: progress)
+        }
     }
 
     static func payload(_ size: Int, seed: UInt8) -> [UInt8] {
@@ -58,12 +69,10 @@ struct SlotWriterTests {
     func writesThePayloadAndNothingElse() throws {
         let scratch = try Scratch(slotSize: 3 * Self.chunk)
         let payload = Self.payload(2 * Self.chunk + 12345, seed: 7)
-        let (source, offset) = try scratch.source(payload)
+        let source = try scratch.source(payload)
         let before = try scratch.diskBytes()
         let reported = Mutex<[UInt64]>([])
-        try SlotWriter(target: scratch.slot).write(
-            from: source, offset: offset, size: UInt64(payload.count), digest: try Self.digest(payload),
-            progress: { done in reported.withLock { $0.append(done) } })
+        try scratch.write(source, claiming: payload, progress: { done in reported.withLock { $0.append(done) } })
 
         let after = try scratch.diskBytes()
         let start = Int(scratch.slot.offset)
@@ -81,11 +90,9 @@ struct SlotWriterTests {
         let payload = Self.payload(Self.chunk + 100, seed: 1)
         var changed = payload
         changed[Self.chunk + 50] ^= 0xFF
-        let (source, offset) = try scratch.source(changed)
+        let source = try scratch.source(changed)
         #expect {
-            try SlotWriter(target: scratch.slot).write(
-                from: source, offset: offset, size: UInt64(payload.count), digest: try Self.digest(payload),
-                progress: { _ in })
+            try scratch.write(source, claiming: payload)
         } throws: { error in
             (error as? HCOSError)?.code == .corrupt && "\(error)".contains("signed manifest")
         }
@@ -95,11 +102,9 @@ struct SlotWriterTests {
     func aTruncatedSourceIsRefused() throws {
         let scratch = try Scratch(slotSize: 2 * Self.chunk)
         let payload = Self.payload(Self.chunk + 100, seed: 2)
-        let (source, offset) = try scratch.source(Array(payload[..<(Self.chunk + 10)]))
+        let source = try scratch.source(Array(payload[..<(Self.chunk + 10)]))
         #expect {
-            try SlotWriter(target: scratch.slot).write(
-                from: source, offset: offset, size: UInt64(payload.count), digest: try Self.digest(payload),
-                progress: { _ in })
+            try scratch.write(source, claiming: payload)
         } throws: { error in
             (error as? HCOSError)?.code == .corrupt && "\(error)".contains("truncated")
         }
@@ -148,12 +153,10 @@ struct SlotWriterTests {
     func anImageLargerThanTheSlotIsRefused() throws {
         let scratch = try Scratch(slotSize: Self.chunk)
         let payload = Self.payload(Self.chunk + 1, seed: 4)
-        let (source, offset) = try scratch.source(payload)
+        let source = try scratch.source(payload)
         let before = try scratch.diskBytes()
         #expect {
-            try SlotWriter(target: scratch.slot).write(
-                from: source, offset: offset, size: UInt64(payload.count), digest: try Self.digest(payload),
-                progress: { _ in })
+            try scratch.write(source, claiming: payload)
         } throws: { error in
             (error as? HCOSError)?.code == .noSpace
         }
